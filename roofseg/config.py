@@ -1,0 +1,209 @@
+"""The run config: one flat, typed dataclass, plus the choice lists the CLI and the app offer.
+
+A config is saved as config.json in the run folder and inside every checkpoint, so a run and its
+weights explain themselves. `validate()` is the single place that checks values, for the CLI, the
+app and hand-edited config.json files alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+# --- choices offered by the UI and the CLI (models.py maps each name to its implementation) ---
+ARCHS = ["Unet", "UnetPlusPlus", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet",
+         "PAN", "UPerNet", "Segformer", "DPT"]
+# A curated set of encoders that construct offline and suit 256 px inputs on a laptop; any other
+# smp encoder name is accepted too (models.build_model says clearly when a pair does not build).
+ENCODERS = ["resnet18", "resnet34", "resnet50", "resnext50_32x4d", "efficientnet-b0",
+            "efficientnet-b2", "mobilenet_v2", "densenet121", "vgg11_bn", "mit_b0", "mit_b2",
+            "tu-convnext_atto", "tu-regnety_002", "mobileone_s0"]
+# Pairs smp refuses to build (checked against smp 0.6.0 by tests/test_models.py::test_compat_table).
+_NOT_WITH = {
+    "mit_": ({"UnetPlusPlus", "Linknet"}, "Mix Transformer encoders have no stride-2 stem features"),
+    "densenet": ({"DeepLabV3", "DeepLabV3Plus", "PAN"}, "DenseNet encoders cannot be dilated"),
+    "vgg": ({"DeepLabV3", "DeepLabV3Plus", "PAN"}, "VGG encoders cannot be dilated"),
+}
+
+
+def incompatible(arch: str, encoder: str) -> str | None:
+    """Why smp cannot build this pair, or None when it can (for the curated encoders)."""
+    if arch == "DPT" and not encoder.startswith("tu-"):
+        return "DPT works only with timm universal encoders (names starting with 'tu-')"
+    for prefix, (archs, why) in _NOT_WITH.items():
+        if encoder.startswith(prefix) and arch in archs:
+            return why
+    return None
+
+
+LOSSES = ["bce", "dice", "jaccard", "focal", "lovasz", "tversky", "bce_dice", "bce_logdice"]
+OPTIMIZERS = ["adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam", "radam"]
+SCHEDULES = ["constant", "cosine", "onecycle"]
+AUGMENTS = ["none", "light", "strong"]
+CHANNELS = [3, 4]  # RGB, or RGB + alpha (DIDA's alpha 0 marks redacted boxes)
+DEVICES = ["auto", "cpu", "cuda"]
+WEIGHTS_HELP = "'none', 'imagenet', or a path to a local encoder state-dict file (.pth/.pt/.safetensors)"
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or unknown; the message names the field and the problem."""
+
+
+@dataclass
+class RunConfig:
+    # data
+    data: str = "data/demo"           # dataset folder with images/ and labels/
+    in_channels: int = 3              # 3 = RGB, 4 = RGB + alpha
+    image_size: int = 0               # 0 = native size (padded to a multiple of 32); else resize to this
+    exclude_flagged: bool = True      # drop pairs data.check_dataset flags (e.g. duplicate labels)
+    augment: str = "light"            # augmentation preset: none | light | strong
+    # model
+    arch: str = "Unet"                # smp architecture name, as smp spells it
+    encoder: str = "resnet18"         # smp encoder name, as smp spells it
+    encoder_weights: str = "none"     # none | imagenet | path to a local encoder weights file
+    init_from: str = ""               # run folder (or id) whose best weights to fine-tune from
+    # optimisation
+    loss: str = "bce_dice"
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9             # sgd and rmsprop only
+    schedule: str = "cosine"          # constant | cosine (with warm-up) | onecycle
+    warmup_epochs: int = 1            # cosine only
+    epochs: int = 30
+    batch_size: int = 4
+    # validation
+    val_fraction: float = 0.2         # holdout fraction when folds < 2
+    folds: int = 0                    # k >= 2: k-fold cross-validation, one model per fold
+    seed: int = 0
+    threshold: float = 0.5            # probability above which a pixel is roof
+    # runtime
+    device: str = "auto"              # auto = cuda when present, else cpu
+    amp: bool = True                  # bf16 autocast on CUDA; ignored on CPU
+    num_threads: int = 0              # torch CPU threads; 0 = torch's default
+    # bookkeeping
+    name: str = ""                    # free-text run name (never used as a path)
+    notes: str = ""
+    sweep: str = ""                   # sweep tag when the run is a sweep trial
+
+    # ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "RunConfig":
+        """Build from a dict, rejecting unknown keys and coercing types; `source` names the file."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {unknown}; valid fields: {sorted(known)}")
+        kw = {}
+        for k, v in d.items():
+            kw[k] = _coerce(known[k], v, source)
+        return cls(**kw)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object of config fields")
+        return cls.from_dict(d, source=str(path)).validate(source=str(path))
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self, source: str = "config") -> "RunConfig":
+        """Check every value; raise ConfigError naming the field. Returns self for chaining."""
+        def bad(field, msg):
+            raise ConfigError(f"{source}: {field}={getattr(self, field)!r}: {msg}")
+
+        for field, choices in [("arch", ARCHS), ("loss", LOSSES), ("optimizer", OPTIMIZERS),
+                               ("schedule", SCHEDULES), ("augment", AUGMENTS),
+                               ("in_channels", CHANNELS), ("device", DEVICES)]:
+            if getattr(self, field) not in choices:
+                bad(field, f"must be one of {choices}")
+        if not self.encoder or not isinstance(self.encoder, str):
+            bad("encoder", "must be an smp encoder name such as 'resnet18'")
+        for field in ("lr", "weight_decay", "momentum", "val_fraction", "threshold"):
+            v = getattr(self, field)
+            if not math.isfinite(v):
+                bad(field, "must be a finite number")
+        if self.lr <= 0 or self.lr > 10:
+            bad("lr", "must be > 0 and <= 10")
+        if self.weight_decay < 0:
+            bad("weight_decay", "must be >= 0")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", "must be in [0, 1)")
+        if self.epochs < 1 or self.epochs > 10000:
+            bad("epochs", "must be between 1 and 10000")
+        if self.warmup_epochs < 0:
+            bad("warmup_epochs", "must be >= 0")
+        if self.batch_size < 1:
+            bad("batch_size", "must be >= 1")
+        if not 0 < self.val_fraction < 1:
+            bad("val_fraction", "must be strictly between 0 and 1")
+        if self.folds < 0 or self.folds == 1:
+            bad("folds", "must be 0 (holdout) or >= 2 (k-fold)")
+        if not 0 < self.threshold < 1:
+            bad("threshold", "must be strictly between 0 and 1")
+        if self.image_size < 0 or self.image_size % 32:
+            bad("image_size", "must be 0 (native) or a positive multiple of 32")
+        if self.num_threads < 0:
+            bad("num_threads", "must be >= 0")
+        if not self.encoder_weights:
+            bad("encoder_weights", f"must be {WEIGHTS_HELP}")
+        return self
+
+
+def _coerce(f: dataclasses.Field, v, source: str):
+    """Coerce a JSON/CLI value to the field's type, with an error that names the field."""
+    t = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if t == "bool":
+            if isinstance(v, str):
+                if v.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if v.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(v)
+            if isinstance(v, (bool, int)) and v in (0, 1):
+                return bool(v)
+            raise ValueError(v)
+        if t == "int":
+            if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+                raise ValueError(v)
+            return int(v)
+        if t == "float":
+            if isinstance(v, bool):
+                raise ValueError(v)
+            return float(v)
+        if t == "str":
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                raise ValueError(v)
+            return str(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {f.name}={v!r}: expected {t}") from None
+    return v
+
+
+def field_help() -> dict[str, str]:
+    """Field name -> the comment beside it above (used for CLI --help and app tooltips)."""
+    import inspect
+    import re
+    help_ = {}
+    for line in inspect.getsource(RunConfig).splitlines():
+        m = re.match(r"\s+(\w+): \w+ = .*?#\s*(.*)$", line)
+        if m:
+            help_[m.group(1)] = m.group(2)
+    return help_

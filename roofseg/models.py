@@ -1,0 +1,130 @@
+"""Build the model, loss, optimizer and LR schedule a RunConfig names; clear errors on bad names.
+
+Every loss works on logits (the model has no final activation): smp.losses take logits with
+from_logits=True, and BCE is the with-logits form.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import segmentation_models_pytorch as smp
+
+from .config import ARCHS, ENCODERS, OPTIMIZERS, SCHEDULES, LOSSES, RunConfig, incompatible
+
+
+class ModelError(ValueError):
+    """An architecture/encoder pair or weights source cannot be used; the message says why."""
+
+
+def compatible_encoders(arch: str) -> list[str]:
+    return [e for e in ENCODERS if not incompatible(arch, e)]
+
+
+def _create(arch: str, encoder: str, in_channels: int) -> torch.nn.Module:
+    if arch not in ARCHS:
+        raise ModelError(f"unknown architecture {arch!r}; choose one of {ARCHS}")
+    if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
+        raise ModelError(f"unknown encoder {encoder!r}; encoders that work with {arch}: "
+                         f"{compatible_encoders(arch)} (or any smp encoder name)")
+    try:
+        return smp.create_model(arch, encoder_name=encoder, encoder_weights=None,
+                                in_channels=in_channels, classes=1)
+    except Exception as e:  # smp raises KeyError/ValueError/RuntimeError/AttributeError variously
+        raise ModelError(f"{arch} with encoder {encoder} does not build ({type(e).__name__}: {e}); "
+                         f"encoders that work with {arch}: {compatible_encoders(arch)}") from None
+
+
+def build_model(cfg: RunConfig, log=print) -> torch.nn.Module:
+    """A 1-class smp model on the CPU, with encoder weights or an earlier run's weights loaded."""
+    pretrained = cfg.encoder_weights != "none"
+    # Pretrained weights are for 3 channels: load them into an RGB model, then let smp widen the
+    # first conv (it reuses the RGB filters for the extra channel) when the run uses alpha too.
+    model = _create(cfg.arch, cfg.encoder, 3 if pretrained else cfg.in_channels)
+    if pretrained:
+        from . import weights
+        if cfg.encoder_weights == "imagenet":
+            sd, source = weights.imagenet_state_dict(cfg.encoder), f"ImageNet weights for {cfg.encoder}"
+        else:
+            sd, source = weights.local_state_dict(cfg.encoder_weights), cfg.encoder_weights
+        rep = weights.load_into_encoder(model.encoder, sd, source)
+        log(f"encoder weights: {rep['loaded']} tensors from {source}"
+            + (f"; {len(rep['missing'])} encoder tensors left at random init" if rep["missing"] else ""))
+        if cfg.in_channels != 3:
+            model.encoder.set_in_channels(cfg.in_channels, pretrained=True)
+    if cfg.init_from:
+        init_from_run(model, cfg, log)
+    return model
+
+
+def init_from_run(model: torch.nn.Module, cfg: RunConfig, log=print) -> None:
+    """Fine-tune: load the best weights of an earlier run (same arch, encoder and channels)."""
+    from .runs import checkpoint_paths, load_checkpoint
+    paths = checkpoint_paths(Path(cfg.init_from))
+    if not paths:
+        raise ModelError(f"init_from={cfg.init_from}: no best*.pt weights in that run folder")
+    ck = load_checkpoint(paths[0])
+    src = ck["config"]
+    for k in ("arch", "encoder", "in_channels"):
+        if src.get(k) != getattr(cfg, k):
+            raise ModelError(f"init_from={cfg.init_from}: that run used {k}={src.get(k)!r}, "
+                             f"this run has {k}={getattr(cfg, k)!r}; they must match to fine-tune")
+    model.load_state_dict(ck["state_dict"])
+    log(f"initialised from {paths[0]} (epoch {ck.get('epoch')}, val_dice {ck.get('val_dice', float('nan')):.4f})")
+
+
+def build_loss(name: str):
+    """Loss on (N, 1, H, W) logits and (N, 1, H, W) float 0/1 targets."""
+    L = smp.losses
+    bce = L.SoftBCEWithLogitsLoss()
+    simple = {
+        "bce": lambda: bce,
+        "dice": lambda: L.DiceLoss("binary", from_logits=True),
+        "jaccard": lambda: L.JaccardLoss("binary", from_logits=True),
+        "focal": lambda: L.FocalLoss("binary"),
+        "lovasz": lambda: L.LovaszLoss("binary", per_image=False),
+        # alpha < beta weighs false negatives more: missed roof costs more than extra roof
+        "tversky": lambda: L.TverskyLoss("binary", from_logits=True, alpha=0.3, beta=0.7),
+    }
+    if name in simple:
+        return simple[name]()
+    if name in ("bce_dice", "bce_logdice"):
+        dice = L.DiceLoss("binary", from_logits=True, log_loss=name == "bce_logdice")
+        return lambda logits, y: bce(logits, y) + dice(logits, y)
+    raise ModelError(f"unknown loss {name!r}; choose one of {LOSSES}")
+
+
+def build_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+    o, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
+    opt = {
+        "adam": lambda: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=True, weight_decay=wd),
+        "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, weight_decay=wd),
+        "adagrad": lambda: torch.optim.Adagrad(params, lr=lr, weight_decay=wd),
+        "nadam": lambda: torch.optim.NAdam(params, lr=lr, weight_decay=wd),
+        "radam": lambda: torch.optim.RAdam(params, lr=lr, weight_decay=wd),
+    }
+    if o not in opt:
+        raise ModelError(f"unknown optimizer {o!r}; choose one of {OPTIMIZERS}")
+    return opt[o]()
+
+
+def build_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int):
+    """A per-step LR schedule: call .step() after every optimizer step."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    if cfg.schedule == "cosine":
+        warm = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+
+        def f(s):
+            if s < warm:
+                return (s + 1) / (warm + 1)
+            t = (s - warm) / max(1, total - warm)
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total + 1)
+    raise ModelError(f"unknown schedule {cfg.schedule!r}; choose one of {SCHEDULES}")

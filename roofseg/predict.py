@@ -1,0 +1,143 @@
+"""Inference: load a run's models, predict probability maps, write masks, build download zips.
+
+A k-fold run predicts each validation image with the model that did not see it (out-of-fold) and
+unlabeled images with the mean probability of all fold models.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import augment, metrics, runs
+from .config import RunConfig
+
+
+def load_model(path, device="cpu") -> tuple[torch.nn.Module, RunConfig]:
+    """Rebuild a model from a checkpoint's own config (no weight download) and load its weights."""
+    from .models import _create
+    ck = runs.load_checkpoint(path)
+    cfg = RunConfig.from_dict(ck["config"], source=str(path))
+    model = _create(cfg.arch, cfg.encoder, cfg.in_channels)
+    model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval(), cfg
+
+
+def load_run_models(run_dir, device="cpu"):
+    """All best*.pt models of a run, and the run's config."""
+    paths = runs.checkpoint_paths(run_dir)
+    if not paths:
+        raise FileNotFoundError(f"{run_dir}: no best*.pt weights (has the run finished?)")
+    loaded = [load_model(p, device) for p in paths]
+    return [m for m, _ in loaded], loaded[0][1]
+
+
+@torch.no_grad()
+def predict_probs(models, images: np.ndarray, in_channels: int, device="cpu",
+                  batch_size: int = 8) -> np.ndarray:
+    """(N, H, W, 4) uint8 with H, W multiples of 32 -> (N, H, W) float32 mean sigmoid of models."""
+    device = torch.device(device)
+    out = np.zeros(images.shape[:3], np.float32)
+    for i in range(0, len(images), batch_size):
+        x = augment.normalize(torch.from_numpy(images[i:i + batch_size, ..., :in_channels]).to(device),
+                              in_channels)
+        p = sum(torch.sigmoid(m(x).float()) for m in models) / len(models)
+        out[i:i + batch_size] = p[:, 0].cpu().numpy()
+    return out
+
+
+def fit_to_32(img: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Resize an (H, W, 4) image so both sides are multiples of 32; returns it and the old (H, W)."""
+    h, w = img.shape[:2]
+    hw = (max(32, round(h / 32) * 32), max(32, round(w / 32) * 32))
+    if hw == (h, w):
+        return img, (h, w)
+    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.BILINEAR)), (h, w)
+
+
+def resize_prob(prob: np.ndarray, hw) -> np.ndarray:
+    if prob.shape == tuple(hw):
+        return prob
+    return np.asarray(Image.fromarray(prob.astype(np.float32), mode="F").resize((hw[1], hw[0]), Image.BILINEAR))
+
+
+def mask_png(prob: np.ndarray, threshold: float) -> bytes:
+    return _png(((prob > threshold) * 255).astype(np.uint8))
+
+
+def prob_png(prob: np.ndarray) -> bytes:
+    return _png(np.clip(np.round(prob * 255), 0, 255).astype(np.uint8))
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def zip_pngs(named: dict[str, bytes]) -> bytes:
+    """{stem: png bytes} -> zip bytes holding stem.png files."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for stem, b in named.items():
+            z.writestr(f"{stem}.png", b)
+    return buf.getvalue()
+
+
+def predict_images(run_dir, images: dict[str, np.ndarray], device="cpu") -> dict[str, np.ndarray]:
+    """{name: (H, W, 3|4) uint8} -> {name: (H, W) float32 probability}, each at its own size."""
+    models, cfg = load_run_models(run_dir, device)
+    out = {}
+    for name, img in images.items():
+        if img.ndim == 2:
+            img = np.stack([img] * 3, axis=2)
+        if img.shape[2] == 3:
+            img = np.concatenate([img, np.full(img.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        x, hw = fit_to_32(img)
+        out[name] = resize_prob(predict_probs(models, x[None], cfg.in_channels, device)[0], hw)
+    return out
+
+
+def write_predictions(run_dir, d, splits, models, cfg: RunConfig, device) -> list[dict]:
+    """Write predictions/{val,val_prob,test,test_prob}/*.png and per_image.json; return its rows."""
+    run_dir = Path(run_dir)
+    for sub in ("val", "val_prob", "test", "test_prob"):
+        (run_dir / "predictions" / sub).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for fold, (_, va) in enumerate(splits):
+        model = models[fold] if len(models) == len(splits) else models[0]
+        probs = predict_probs([model], d.images[va], cfg.in_channels, device)
+        t = torch.from_numpy(probs)[:, None]
+        logits = torch.logit(t.clamp(1e-6, 1 - 1e-6))
+        stats = metrics.confusion(logits, torch.from_numpy(d.masks[va])[:, None], cfg.threshold)
+        for j, (i, s) in enumerate(zip(va, metrics.per_image(*stats))):
+            name = d.names[i]
+            p = resize_prob(probs[j], d.orig_sizes[name])
+            _write(run_dir / "predictions" / "val" / f"{name}.png", mask_png(p, cfg.threshold))
+            _write(run_dir / "predictions" / "val_prob" / f"{name}.png", prob_png(p))
+            rows.append({"name": name, "fold": fold, **s})
+    if len(d.test_names):
+        probs = predict_probs(models, d.test_images, cfg.in_channels, device)
+        for name, p in zip(d.test_names, probs):
+            p = resize_prob(p, d.orig_sizes[name])
+            _write(run_dir / "predictions" / "test" / f"{name}.png", mask_png(p, cfg.threshold))
+            _write(run_dir / "predictions" / "test_prob" / f"{name}.png", prob_png(p))
+    runs.write_json(run_dir / "per_image.json", rows)
+    return rows
+
+
+def _write(path: Path, b: bytes) -> None:
+    path.write_bytes(b)
+
+
+def read_per_image(run_dir) -> list[dict]:
+    p = Path(run_dir) / "per_image.json"
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []

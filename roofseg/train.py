@@ -1,0 +1,199 @@
+"""The training loop: train_one_epoch / evaluate return dicts, fit() runs holdout or k-fold.
+
+fit(config, run_dir, hook) writes everything a run folder holds except status.json (runs.py owns
+that): metrics.jsonl (one row per epoch, flushed), best weights per fold, per-image metrics,
+predicted masks and probability maps, summary.json. `hook(event, info)` is the single progress
+callback; the CLI prints from it, the app reads the run folder instead.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import augment, data, metrics, predict, runs
+from .config import RunConfig
+from .models import build_loss, build_model, build_optimizer, build_scheduler
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but no CUDA device is available")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device, amp: bool):
+    # bf16 needs no loss scaler; on CPU autocast brings nothing for these convs, so it stays off
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+def _prepare(batch, device, cfg):
+    imgs, masks = batch
+    x = augment.normalize(imgs.to(device, non_blocking=True), cfg.in_channels)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, masks.to(device, non_blocking=True).float()
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, device, cfg: RunConfig) -> dict:
+    """One pass over the loader; returns train_loss, train_dice, ..., lr (at the epoch's end)."""
+    model.train()
+    meter = metrics.Meter(cfg.threshold)
+    for batch in loader:
+        x, y = _prepare(batch, device, cfg)
+        with _autocast(device, cfg.amp):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} (diverged); try a lower lr than {cfg.lr}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        meter.update(loss.item(), logits, y)
+    return {**meter.result("train"), "lr": optimizer.param_groups[0]["lr"]}
+
+
+@torch.no_grad()
+def evaluate(model, loader, loss_fn, device, cfg: RunConfig, prefix: str = "val") -> dict:
+    """Loss and metrics over a loader without augmentation; keys are prefixed (val_dice, ...)."""
+    model.eval()
+    meter = metrics.Meter(cfg.threshold)
+    for batch in loader:
+        x, y = _prepare(batch, device, cfg)
+        with _autocast(device, cfg.amp):
+            logits = model(x)
+        meter.update(loss_fn(logits.float(), y).item(), logits, y)
+    return meter.result(prefix)
+
+
+def _loader(d: data.SegData, idx, cfg: RunConfig, train: bool, seed: int):
+    ds = augment.SegDataset(d.images[idx], d.masks[idx], cfg.in_channels,
+                            cfg.augment if train else "none", seed)
+    g = torch.Generator().manual_seed(seed)
+    # drop_last avoids a batch of 1, which BatchNorm cannot train on
+    drop = train and len(ds) > cfg.batch_size and len(ds) % cfg.batch_size == 1
+    return torch.utils.data.DataLoader(ds, batch_size=min(cfg.batch_size, len(ds)), shuffle=train,
+                                       generator=g, collate_fn=augment.collate, num_workers=0,
+                                       drop_last=drop)
+
+
+def fit_fold(cfg, d, train_idx, val_idx, fold, run_dir, device, hook, log) -> dict:
+    """Train one model; keep the weights with the best val Dice. Returns that epoch's row."""
+    seed_everything(cfg.seed + fold)
+    model = build_model(cfg, log).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    train_dl = _loader(d, train_idx, cfg, True, cfg.seed + fold)
+    val_dl = _loader(d, val_idx, cfg, False, cfg.seed + fold)
+    loss_fn = build_loss(cfg.loss)
+    opt = build_optimizer(cfg, model.parameters())
+    sched = build_scheduler(cfg, opt, len(train_dl))
+    best, ck_path = None, run_dir / (f"best_fold{fold}.pt" if cfg.folds >= 2 else "best.pt")
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        row = {"fold": fold, "epoch": epoch,
+               **train_one_epoch(model, train_dl, loss_fn, opt, sched, device, cfg),
+               **evaluate(model, val_dl, loss_fn, device, cfg)}
+        row["epoch_s"] = time.perf_counter() - t0
+        row["time"] = time.time()
+        if best is None or row["val_dice"] > best["val_dice"]:
+            best = dict(row)
+            runs.save_checkpoint(ck_path, {"config": cfg.to_dict(), "state_dict": model.state_dict(),
+                                           "fold": fold, "epoch": epoch, "val_dice": row["val_dice"]})
+        row["best_val_dice"] = best["val_dice"]
+        runs.append_metrics(run_dir, row)
+        hook("epoch", row)
+    return best
+
+
+def fit(cfg: RunConfig, run_dir, hook=None, log=print) -> dict:
+    """Train (holdout or k-fold), predict, and write the run folder; returns the summary dict."""
+    cfg.validate()
+    hook = hook or (lambda event, info: None)
+    run_dir = Path(run_dir)
+    t_start = time.time()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = pick_device(cfg.device)
+    d = data.load_dataset(cfg.data, cfg.image_size, cfg.exclude_flagged)
+    for line in d.notes:
+        log(line)
+    n = len(d.names)
+    if cfg.folds >= 2:
+        splits = data.kfold_splits(n, cfg.folds, cfg.seed)
+    else:
+        splits = [data.holdout_split(n, cfg.val_fraction, cfg.seed)]
+    if cfg.batch_size > len(splits[0][0]):
+        raise data.DataError(f"batch_size={cfg.batch_size} is larger than the {len(splits[0][0])} "
+                             "training images of a split; lower it")
+    log(f"device {device}, {n} labelled pairs, {len(d.test_names)} unlabeled, "
+        f"{len(splits)} split(s), image size {d.images.shape[2]}x{d.images.shape[1]}")
+    hook("start", {"pairs": n, "splits": len(splits), "epochs": cfg.epochs, "device": str(device)})
+    bests = []
+    for fold, (tr, va) in enumerate(splits):
+        best = fit_fold(cfg, d, tr, va, fold, run_dir, device, hook, log)
+        bests.append(best)
+        log(f"fold {fold}: best val_dice {best['val_dice']:.4f} at epoch {best['epoch']}")
+        hook("fold_end", best)
+    models, _ = predict.load_run_models(run_dir, device)
+    per_img = predict.write_predictions(run_dir, d, splits, models, cfg, device)
+    summary = summarize(cfg, bests, per_img, d, time.time() - t_start, str(device))
+    runs.write_json(run_dir / "summary.json", summary)
+    hook("end", summary)
+    return summary
+
+
+def summarize(cfg, bests, per_img, d, seconds, device) -> dict:
+    """Best row per fold, mean and std over folds, out-of-fold per-image means, data exclusions."""
+    keys = [k for k in bests[0] if k.startswith("val_")]
+    s = {"folds": len(bests), "epochs": cfg.epochs, "minutes": seconds / 60, "device": device,
+         "pairs": len(d.names), "excluded": d.excluded, "data_notes": d.notes,
+         "best_epoch": [b["epoch"] for b in bests], "per_fold": bests}
+    for k in keys:
+        vals = np.array([b[k] for b in bests], dtype=float)
+        s[k] = float(vals.mean())
+        s[k + "_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    if per_img:
+        s["oof_dice_img"] = float(np.mean([r["dice"] for r in per_img]))
+        s["oof_iou_img"] = float(np.mean([r["iou"] for r in per_img]))
+    return json.loads(json.dumps(s))  # plain JSON types only
+
+
+def preflight(cfg: RunConfig) -> data.DataReport:
+    """Check a config against its data and smp before a run folder is made; raise on the first
+    problem with a message that names it (the CLI and the app call this before launching)."""
+    from .models import _create
+    from .config import incompatible
+    cfg.validate()
+    rep = data.check_dataset(cfg.data)
+    usable = rep.n_pairs - (len(rep.flagged) if cfg.exclude_flagged else 0)
+    if usable < 2:
+        raise data.DataError(f"{cfg.data}: {usable} usable labelled pair(s); training needs at least 2")
+    if cfg.folds > usable:
+        raise data.DataError(f"folds={cfg.folds} is more than the {usable} usable labelled pairs in {cfg.data}")
+    n_train = usable - (usable // cfg.folds if cfg.folds >= 2 else max(1, round(usable * cfg.val_fraction)))
+    if cfg.batch_size > n_train:
+        raise data.DataError(f"batch_size={cfg.batch_size} is larger than the {n_train} training images "
+                             f"of a split of {cfg.data}; lower it")
+    why = incompatible(cfg.arch, cfg.encoder)
+    if why:
+        from .models import ModelError, compatible_encoders
+        raise ModelError(f"{cfg.arch} with encoder {cfg.encoder} does not build: {why}; encoders that "
+                         f"work with {cfg.arch}: {compatible_encoders(cfg.arch)}")
+    _create(cfg.arch, cfg.encoder, cfg.in_channels)
+    if cfg.encoder_weights not in ("none", "imagenet") and not Path(cfg.encoder_weights).is_file():
+        raise FileNotFoundError(f"encoder_weights={cfg.encoder_weights}: file not found")
+    if cfg.init_from and not runs.checkpoint_paths(cfg.init_from):
+        raise FileNotFoundError(f"init_from={cfg.init_from}: no best*.pt weights in that folder")
+    return rep

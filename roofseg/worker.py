@@ -1,0 +1,94 @@
+"""The process that executes one run folder: waits for a free slot, trains, records the outcome.
+
+`python -m roofseg worker RUN_DIR` runs this (runs.launch starts it). Slots are lock files under
+runs/.slots: the OS releases a lock when its process dies, so a killed run never blocks the queue.
+ROOFSEG_SLOTS (default 1: on a CPU one run at a time is fastest overall) sets how many train at once.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+
+from . import runs
+from .config import ConfigError, RunConfig
+
+
+class Cancelled(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise Cancelled()
+
+
+def acquire_slot(runs_dir: Path, poll: float = 0.3):
+    """Block until one of ROOFSEG_SLOTS lock files can be held; returns its open file."""
+    n = max(1, int(os.environ.get("ROOFSEG_SLOTS", "1")))
+    slots = runs_dir / ".slots"
+    slots.mkdir(exist_ok=True)
+    while True:
+        for i in range(n):
+            f = open(slots / f"{i}.lock", "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return f
+            except BlockingIOError:
+                f.close()
+        time.sleep(poll)
+
+
+def execute(run_dir, hook=None, wait_for_slot: bool = True) -> dict:
+    """Run a created run folder to its end state; returns the final status dict.
+
+    Never raises for training errors: they become state 'failed' with the message in status.json
+    and the traceback in log.txt, so the app can show them.
+    """
+    from .results import rebuild
+    run_dir = Path(run_dir)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    log_f = open(run_dir / "log.txt", "a", buffering=1)
+
+    def log(msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        log_f.write(line + "\n")
+        if hook is None:  # the CLI's hook prints on its own
+            pass
+
+    runs.set_status(run_dir, pid=os.getpid(), state="queued")
+    slot = None
+    try:
+        cfg = RunConfig.load(run_dir / "config.json")
+        if wait_for_slot:
+            slot = acquire_slot(run_dir.parent)
+        runs.set_status(run_dir, state="running", started=time.time(), pid=os.getpid())
+        log(f"run {run_dir.name} started (pid {os.getpid()})")
+        from .train import fit
+        fit(cfg, run_dir, hook=hook, log=log)
+        st = runs.set_status(run_dir, state="done", ended=time.time())
+        log("done")
+    except Cancelled:
+        st = runs.set_status(run_dir, state="cancelled", ended=time.time(), error="cancelled by the user")
+        log("cancelled")
+    except KeyboardInterrupt:
+        st = runs.set_status(run_dir, state="cancelled", ended=time.time(), error="interrupted (Ctrl-C)")
+        log("interrupted")
+    except Exception as e:  # any failure must end up in status.json, not only on a dead stderr
+        msg = str(e) if isinstance(e, (ConfigError, ValueError, FileNotFoundError, RuntimeError)) else repr(e)
+        st = runs.set_status(run_dir, state="failed", ended=time.time(), error=f"{type(e).__name__}: {msg}")
+        log_f.write(traceback.format_exc())
+        log(f"failed: {type(e).__name__}: {msg}")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if slot is not None:
+            slot.close()
+        log_f.close()
+    try:
+        rebuild(run_dir.parent)
+    except Exception as e:  # the table is derived; a failure here must not change the run's state
+        with open(run_dir / "log.txt", "a") as f:
+            f.write(f"results table not rebuilt: {e}\n")
+    return st

@@ -1,0 +1,187 @@
+"""Encoder weights for roofseg models: smp's ImageNet files from the Hugging Face hub, or a local file.
+
+smp downloads weights inside model construction and, offline, retries for 23-46 s before failing.
+Here the cache is tried first, the hub is probed with a hard deadline, and only then downloaded
+from, into the same cache files smp reads, so a later `encoder_weights="imagenet"` finds them.
+"""
+from __future__ import annotations
+
+import pickle
+import threading
+from pathlib import Path
+
+import safetensors.torch
+import torch
+import segmentation_models_pytorch as smp  # safe: roofseg/__init__ installed the torchvision guard
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+_FILES = ("config.json", "model.safetensors")  # what smp's get_encoder fetches, in its order
+
+
+class WeightsUnavailable(RuntimeError):
+    """Requested weights cannot be had; the message names the source and what to do instead."""
+
+
+def imagenet_state_dict(
+    encoder: str, timeout: float = 5.0, *, endpoint: str | None = None, cache_dir=None
+) -> dict[str, torch.Tensor]:
+    """The ImageNet state dict smp would load for `encoder`, keyed like `smp.encoders.get_encoder`.
+
+    `timeout` (seconds) bounds the reachability check, so an offline machine with an empty cache
+    raises WeightsUnavailable in about that time. `endpoint` and `cache_dir` default to
+    huggingface_hub's (HF_ENDPOINT, HF_HUB_CACHE); pass them explicitly to use a mirror, because
+    hub download URLs are built from the endpoint frozen at import time.
+    """
+    repo_id, revision = _imagenet_settings(encoder)
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    what = f"ImageNet weights for {encoder}"
+    try:
+        # revision is a commit hash, so a cache hit makes no network call at all
+        path = hf_hub_download(repo_id, _FILES[1], revision=revision, cache_dir=cache_dir, local_files_only=True)
+        return _load_safetensors(path, what)
+    except LocalEntryNotFoundError:
+        pass
+    hint = "Choose encoder weights 'none', or download a weights file on a machine with internet and pass its path."
+    if constants.is_offline_mode():
+        raise WeightsUnavailable(f"{what} are not in the local cache and HF_HUB_OFFLINE is set. {hint}")
+    url = hf_hub_url(repo_id, _FILES[1], revision=revision, endpoint=endpoint)
+    problem = _probe(url, endpoint, timeout)
+    if problem:
+        raise WeightsUnavailable(f"{what} are not in the local cache and {problem}. {hint}")
+    try:
+        for filename in _FILES:
+            path = hf_hub_download(
+                repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint, etag_timeout=timeout
+            )
+    except Exception as e:  # the network can still fail after the probe; never show a traceback
+        raise WeightsUnavailable(f"Downloading {what} from {endpoint} failed: {_first_line(e)}. {hint}") from None
+    return _load_safetensors(path, what)
+
+
+def _imagenet_settings(encoder: str) -> tuple[str, str]:
+    """(repo_id, revision) of smp's ImageNet weights for `encoder`, or a helpful error."""
+    if encoder.startswith("tu-") or smp.encoders.is_equivalent_to_timm_universal(encoder):
+        raise WeightsUnavailable(
+            f"Encoder {encoder} gets its weights through timm, which roofseg does not fetch. "
+            "Use a smp-native encoder (e.g. resnet34) or pass a local weights file."
+        )
+    if encoder not in smp.encoders.encoders:
+        names = ", ".join(list(smp.encoders.encoders)[:8])
+        raise WeightsUnavailable(f"Unknown encoder {encoder}; smp encoders include {names}, ...")
+    settings = smp.encoders.encoders[encoder]["pretrained_settings"]
+    if "imagenet" not in settings:
+        raise WeightsUnavailable(
+            f"Encoder {encoder} has no ImageNet weights; it offers: {', '.join(settings) or 'none'}. "
+            "Choose encoder weights 'none' or pass a local weights file."
+        )
+    return settings["imagenet"]["repo_id"], settings["imagenet"]["revision"]
+
+
+def _probe(url: str, endpoint: str, timeout: float) -> str | None:
+    """Why `url` cannot be fetched from the hub, or None if it can.
+
+    One HEAD without retries, as hf_hub_download's first step; run in a daemon thread because a
+    stalled DNS lookup ignores socket timeouts. Without this, hf_hub_download falls into its
+    retry-with-backoff path when offline, which is where smp's 23-46 s go.
+    """
+    result: list[str | None] = []
+
+    def head():
+        try:
+            get_hf_file_metadata(url, timeout=timeout, endpoint=endpoint)
+            result.append(None)
+        except HfHubHTTPError as e:  # reachable, but e.g. repo or file gone: say which and how
+            code = e.response.status_code if e.response is not None else "an error"
+            result.append(f"{endpoint} answered HTTP {code} for {url}")
+        except Exception:
+            result.append(f"{endpoint} cannot be reached (offline?)")
+
+    t = threading.Thread(target=head, daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    return result[0] if result else f"{endpoint} did not answer within {timeout:g} s (offline?)"
+
+
+def local_state_dict(path) -> dict[str, torch.Tensor]:
+    """Tensors from a `.safetensors` or PyTorch file, unwrapped to encoder keys.
+
+    Accepts a bare state dict, `{"state_dict": ...}` / `{"model": ...}` wrappers, DataParallel
+    `module.` prefixes, and whole-model dicts (a roofseg checkpoint): their `encoder.` keys are kept
+    with the prefix stripped. Pickled code is never run (`weights_only=True`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailable(f"Weights file {path} does not exist.")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            obj = safetensors.torch.load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own text advises weights_only=False, which we refuse
+        raise WeightsUnavailable(
+            f"Weights file {path} could not be read: it is not a PyTorch file, or it pickles Python objects "
+            "(e.g. a whole model) that are refused for safety. Save model.state_dict() instead."
+        ) from None
+    except Exception as e:
+        raise WeightsUnavailable(
+            f"Weights file {path} could not be read ({type(e).__name__}: {_first_line(e)}). It must be a "
+            "complete .safetensors file or a torch.save'd state dict."
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise WeightsUnavailable(f"Weights file {path} holds a {type(obj).__name__}, not a state dict.")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise WeightsUnavailable(f"Weights file {path} holds no tensors.")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    if any(k.startswith("encoder.") for k in tensors):
+        tensors = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    return tensors
+
+
+def load_into_encoder(encoder_module: torch.nn.Module, state_dict: dict, source: str) -> dict:
+    """Copy the tensors of `state_dict` whose name and shape match into `encoder_module`.
+
+    Shape mismatches are dropped rather than fatal: torchvision ResNets carry `fc.*`, which smp's
+    encoders delete, and a changed `in_channels` reshapes the stem. Returns
+    {"loaded": n, "missing": encoder keys left as they were, "unexpected": unknown keys,
+    "mismatched": known keys with the wrong shape}.
+    """
+    own = encoder_module.state_dict()
+    matched, unexpected, mismatched = {}, [], []
+    for key, value in state_dict.items():
+        if key not in own:
+            unexpected.append(key)
+        elif own[key].shape != value.shape:
+            mismatched.append(key)
+        else:
+            matched[key] = value
+    if not matched:
+        raise WeightsUnavailable(
+            f"{source} has no tensors matching encoder {type(encoder_module).__name__}: expected keys like "
+            f"{_some(own)}, got keys like {_some(state_dict)}."
+        )
+    encoder_module.load_state_dict(matched, strict=False)
+    missing = [k for k in own if k not in matched]
+    return {"loaded": len(matched), "missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+
+
+def _load_safetensors(path, what: str) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(str(path), device="cpu")
+    except Exception as e:
+        raise WeightsUnavailable(f"{what} in {path} could not be read: {_first_line(e)}. Delete the file to re-download.") from None
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """The first sentence of an exception, bounded, for user-facing messages."""
+    text = str(e).strip()
+    return text.splitlines()[0].split(". ")[0][:limit].rstrip(".") if text else type(e).__name__
+
+
+def _some(d: dict, n: int = 3) -> str:
+    return ", ".join(list(map(str, d))[:n]) or "(none)"

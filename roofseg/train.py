@@ -113,6 +113,8 @@ def fit_fold(cfg, d, train_idx, val_idx, fold, run_dir, device, hook, log) -> di
                                            "fold": fold, "epoch": epoch, "val_dice": row["val_dice"]})
         row["best_val_dice"] = best["val_dice"]
         runs.append_metrics(run_dir, row)
+        log(f"fold {fold} epoch {epoch}/{cfg.epochs}: train_loss {row['train_loss']:.4f} "
+            f"val_loss {row['val_loss']:.4f} val_dice {row['val_dice']:.4f} ({row['epoch_s']:.1f}s)")
         hook("epoch", row)
     return best
 

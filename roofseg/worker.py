@@ -53,10 +53,7 @@ def execute(run_dir, hook=None, wait_for_slot: bool = True) -> dict:
     log_f = open(run_dir / "log.txt", "a", buffering=1)
 
     def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        log_f.write(line + "\n")
-        if hook is None:  # the CLI's hook prints on its own
-            pass
+        log_f.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
 
     runs.set_status(run_dir, pid=os.getpid(), state="queued")
     slot = None

@@ -19,11 +19,15 @@ MEAN = (0.485, 0.456, 0.406, 0.5)
 STD = (0.229, 0.224, 0.225, 0.5)
 
 
-def build_augment(preset: str, seed: int = 0):
-    """Return (geometric, colour) albumentations pipelines for a preset name, or (None, None)."""
+def build_augment(preset: str, seed: int = 0, crop: int = 0):
+    """Return (geometric, colour) albumentations pipelines for a preset name, or (None, None).
+
+    crop > 0 prepends a random crop of crop x crop pixels (applied even with preset 'none').
+    """
+    crops = [A.RandomCrop(crop, crop)] if crop else []
     if preset == "none":
-        return None, None
-    geo = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]
+        return (A.Compose(crops, seed=seed) if crops else None), None
+    geo = crops + [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]
     colour = []
     if preset == "strong":
         geo.append(A.Affine(translate_percent=(-0.06, 0.06), scale=(0.9, 1.1), rotate=(-30, 30),
@@ -44,9 +48,10 @@ class SegDataset(torch.utils.data.Dataset):
     """Items are (image (H, W, C) uint8, mask (H, W) uint8) drawn from arrays already in memory."""
 
     def __init__(self, images: np.ndarray, masks: np.ndarray | None, in_channels: int = 3,
-                 augment: str = "none", seed: int = 0):
+                 augment: str = "none", seed: int = 0, crop: int = 0):
         self.images, self.masks, self.c = images, masks, in_channels
-        self.geo, self.colour = build_augment(augment, seed)
+        crop = crop if 0 < crop < min(images.shape[1:3]) else 0
+        self.geo, self.colour = build_augment(augment, seed, crop)
 
     def __len__(self):
         return len(self.images)

@@ -59,6 +59,7 @@ class RunConfig:
     image_size: int = 0               # 0 = native size (padded to a multiple of 32); else resize to this
     exclude_flagged: bool = True      # drop pairs data.check_dataset flags (e.g. duplicate labels)
     augment: str = "light"            # augmentation preset: none | light | strong
+    crop_size: int = 0                # > 0: train on random square crops of this size (faster epochs)
     # model
     arch: str = "Unet"                # smp architecture name, as smp spells it
     encoder: str = "resnet18"         # smp encoder name, as smp spells it
@@ -159,6 +160,8 @@ class RunConfig:
             bad("threshold", "must be strictly between 0 and 1")
         if self.image_size < 0 or self.image_size % 32:
             bad("image_size", "must be 0 (native) or a positive multiple of 32")
+        if self.crop_size < 0 or self.crop_size % 32:
+            bad("crop_size", "must be 0 (whole images) or a positive multiple of 32")
         if self.num_threads < 0:
             bad("num_threads", "must be >= 0")
         if not self.encoder_weights:

@@ -79,7 +79,7 @@ def evaluate(model, loader, loss_fn, device, cfg: RunConfig, prefix: str = "val"
 
 def _loader(d: data.SegData, idx, cfg: RunConfig, train: bool, seed: int):
     ds = augment.SegDataset(d.images[idx], d.masks[idx], cfg.in_channels,
-                            cfg.augment if train else "none", seed)
+                            cfg.augment if train else "none", seed, cfg.crop_size if train else 0)
     g = torch.Generator().manual_seed(seed)
     # drop_last avoids a batch of 1, which BatchNorm cannot train on
     drop = train and len(ds) > cfg.batch_size and len(ds) % cfg.batch_size == 1

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny synthetic dataset (64 px), tiny configs, finished runs to read.
+
+Everything runs on the CPU with encoder_weights='none'. Session-scoped fixtures are built once;
+tests that modify data copy it first.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import roofseg  # noqa: F401  (installs the torchvision guard before smp is imported anywhere)
+from roofseg.config import RunConfig
+
+SHARED_DIDA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dida"
+
+
+@pytest.fixture(scope="session")
+def demo64(tmp_path_factory) -> Path:
+    """12 images (10 labelled) of 64x64: read-only, shared by the whole session."""
+    from roofseg.demo import make_demo
+    return make_demo(tmp_path_factory.mktemp("data") / "demo64", n_images=12, n_labels=10, size=64, seed=0)
+
+
+@pytest.fixture
+def demo_copy(demo64, tmp_path) -> Path:
+    """A private, writable copy of demo64 for tests that damage data."""
+    dst = tmp_path / "data"
+    shutil.copytree(demo64, dst)
+    return dst
+
+
+def tiny_config(data: Path, **kw) -> RunConfig:
+    base = dict(data=str(data), arch="Unet", encoder="resnet18", epochs=2, batch_size=4,
+                augment="light", seed=0, num_threads=1)
+    base.update(kw)
+    return RunConfig(**base).validate()
+
+
+@pytest.fixture
+def tiny_cfg(demo64):
+    return tiny_config(demo64)
+
+
+@pytest.fixture(scope="session")
+def finished_runs(demo64, tmp_path_factory) -> Path:
+    """A runs folder with two finished tiny runs (holdout; different loss) for read-only tests."""
+    from roofseg import runs, worker
+    runs_dir = tmp_path_factory.mktemp("runs")
+    for loss in ("bce_dice", "dice"):
+        d = runs.create_run(tiny_config(demo64, loss=loss), runs_dir)
+        st = worker.execute(d, wait_for_slot=False)
+        assert st["state"] == "done", st
+    return runs_dir
+
+
+@pytest.fixture
+def shared_dida() -> Path:
+    if not (SHARED_DIDA / "images").is_dir():
+        pytest.skip(f"real DIDA data not present at {SHARED_DIDA}")
+    return SHARED_DIDA

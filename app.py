@@ -1,5 +1,17 @@
-"""roofseg app entry: routes only (placeholder until the pages land)."""
+"""roofseg app entry: page config and routing only (each page lives in pages/).
+
+Start it with `make app` (or `streamlit run app.py`). ROOFSEG_RUNS_DIR and ROOFSEG_DATA override
+where runs are kept and which dataset opens first (tests use them).
+"""
 import streamlit as st
 
-st.title("roofseg")
-st.write("The app pages are being built; use `python -m roofseg --help` meanwhile.")
+st.set_page_config(page_title="roofseg", page_icon="🏠", layout="wide")
+
+PAGES = [
+    st.Page("pages/data.py", title="Data", icon="🗂️", default=True),
+    st.Page("pages/train.py", title="Train", icon="🏋️"),
+    st.Page("pages/runs.py", title="Runs", icon="📋"),
+    st.Page("pages/compare.py", title="Compare", icon="🔍"),
+    st.Page("pages/predict.py", title="Predict", icon="🖼️"),
+]
+st.navigation(PAGES).run()

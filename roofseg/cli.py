@@ -10,6 +10,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from . import sweep_cli
 from .config import ARCHS, AUGMENTS, CHANNELS, DEVICES, LOSSES, OPTIMIZERS, SCHEDULES, RunConfig, field_help
 
 _CHOICES = {"arch": ARCHS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
@@ -32,7 +33,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(a) -> RunConfig:
-    base = RunConfig.load(a.config).to_dict() if a.config else RunConfig().to_dict()
+    # validate only after the flags are applied: a flag may fix a value the file has wrong
+    base = RunConfig.load(a.config, validate=False).to_dict() if a.config else RunConfig().to_dict()
     for f in fields(RunConfig):
         v = getattr(a, f.name, None)
         if v is not None:
@@ -174,11 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--url", help="archive URL (default: dida.do's)")
     w = sub.add_parser("worker")  # internal: runs.launch starts this
     w.add_argument("run_dir")
+    sweep_cli.add_parsers(sub)  # sweep, sweep-worker
     return p
 
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "runs": cmd_runs, "cancel": cmd_cancel,
-            "data": cmd_data, "worker": cmd_worker}
+            "data": cmd_data, "worker": cmd_worker,
+            "sweep": sweep_cli.cmd_sweep, "sweep-worker": sweep_cli.cmd_sweep_worker}
 
 
 def main(argv=None) -> int:

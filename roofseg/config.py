@@ -109,7 +109,8 @@ class RunConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> "RunConfig":
+    def load(cls, path: Path, validate: bool = True) -> "RunConfig":
+        """Read a config file; validate=False checks names and types only (values get overridden)."""
         path = Path(path)
         try:
             d = json.loads(path.read_text())
@@ -119,7 +120,8 @@ class RunConfig:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a JSON object of config fields")
-        return cls.from_dict(d, source=str(path)).validate(source=str(path))
+        cfg = cls.from_dict(d, source=str(path))
+        return cfg.validate(source=str(path)) if validate else cfg
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -204,6 +204,14 @@ class SegData:
     notes: list[str]               # what was done to the data (resizing, exclusions)
 
 
+def excluded_pairs(rep: DataReport, exclude_flagged: bool = True) -> dict[str, str]:
+    """Stem -> reason for the pairs load_dataset leaves out: every flagged pair, or only the ones
+    that cannot be used at all (unreadable, label size differs) when exclude_flagged is False."""
+    if exclude_flagged:
+        return dict(rep.flagged)
+    return {s: r for s, r in rep.flagged.items() if "unreadable" in r or "differs" in r}
+
+
 def _resize(a: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
     if a.shape[:2] == hw:
         return a
@@ -220,8 +228,7 @@ def load_dataset(root, image_size: int = 0, exclude_flagged: bool = True) -> Seg
     """
     rep = check_dataset(root)
     pairs, unlabeled, _ = find_pairs(root)
-    excluded = dict(rep.flagged) if exclude_flagged else {
-        s: r for s, r in rep.flagged.items() if "unreadable" in r or "differs" in r}
+    excluded = excluded_pairs(rep, exclude_flagged)
     pairs = [p for p in pairs if p[0] not in excluded]
     unlabeled = [u for u in unlabeled if str(u[1]) not in rep.unreadable]
     imgs = {s: load_image(ip) for s, ip, _ in pairs} | {s: load_image(ip) for s, ip in unlabeled}

@@ -7,6 +7,8 @@ Two reductions, named in every key:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import segmentation_models_pytorch as smp
 
@@ -26,12 +28,18 @@ def scores(tp, fp, fn, tn) -> dict[str, float]:
     if len(tp) == 0:
         return {}
     m = smp.metrics
+
+    def micro(metric, zero_division=1.0):
+        # smp ignores zero_division for reduction="micro" and returns NaN for 0/0 (e.g. precision
+        # of a model that predicts no roof yet); apply it here, like the per-image reduction does
+        v = float(metric(tp, fp, fn, tn, reduction="micro"))
+        return zero_division if math.isnan(v) else v
     return {
-        "dice": float(m.f1_score(tp, fp, fn, tn, reduction="micro")),
-        "iou": float(m.iou_score(tp, fp, fn, tn, reduction="micro")),
-        "precision": float(m.precision(tp, fp, fn, tn, reduction="micro", zero_division=1.0)),
-        "recall": float(m.recall(tp, fp, fn, tn, reduction="micro", zero_division=1.0)),
-        "accuracy": float(m.accuracy(tp, fp, fn, tn, reduction="micro")),
+        "dice": micro(m.f1_score),
+        "iou": micro(m.iou_score),
+        "precision": micro(m.precision),
+        "recall": micro(m.recall),
+        "accuracy": micro(m.accuracy),
         "dice_img": float(m.f1_score(tp, fp, fn, tn, reduction="micro-imagewise", zero_division=1.0)),
         "iou_img": float(m.iou_score(tp, fp, fn, tn, reduction="micro-imagewise", zero_division=1.0)),
     }

@@ -100,7 +100,9 @@ def build_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
     opt = {
         "adam": lambda: torch.optim.Adam(params, lr=lr, weight_decay=wd),
         "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
-        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=True, weight_decay=wd),
+        # torch refuses Nesterov without momentum, and momentum=0 is a valid config
+        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                                       weight_decay=wd),
         "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, weight_decay=wd),
         "adagrad": lambda: torch.optim.Adagrad(params, lr=lr, weight_decay=wd),
         "nadam": lambda: torch.optim.NAdam(params, lr=lr, weight_decay=wd),
@@ -126,5 +128,8 @@ def build_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int):
             return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
         return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total + 1)
+        # OneCycleLR cycles momentum by default, which fails for optimizers without one (adagrad)
+        cycle = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total + 1,
+                                                   cycle_momentum=cycle)
     raise ModelError(f"unknown schedule {cfg.schedule!r}; choose one of {SCHEDULES}")

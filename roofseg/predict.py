@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import augment, metrics, runs
+from . import augment, data, metrics, runs
 from .config import RunConfig
 
 
@@ -44,8 +45,9 @@ def predict_probs(models, images: np.ndarray, in_channels: int, device="cpu",
     device = torch.device(device)
     out = np.zeros(images.shape[:3], np.float32)
     for i in range(0, len(images), batch_size):
-        x = augment.normalize(torch.from_numpy(images[i:i + batch_size, ..., :in_channels]).to(device),
-                              in_channels)
+        # np.array copies: decoded images may be read-only, and torch warns on those
+        batch = np.array(images[i:i + batch_size, ..., :in_channels])
+        x = augment.normalize(torch.from_numpy(batch).to(device), in_channels)
         p = sum(torch.sigmoid(m(x).float()) for m in models) / len(models)
         out[i:i + batch_size] = p[:, 0].cpu().numpy()
     return out
@@ -87,6 +89,45 @@ def zip_pngs(named: dict[str, bytes]) -> bytes:
         for stem, b in named.items():
             z.writestr(f"{stem}.png", b)
     return buf.getvalue()
+
+
+def zip_masks(probs: dict[str, np.ndarray], threshold: float) -> bytes:
+    """{stem: (H, W) probability} -> zip of stem.png binary masks (0/255, each at its own size)."""
+    return zip_pngs({stem: mask_png(p, threshold) for stem, p in probs.items()})
+
+
+def zip_probs(probs: dict[str, np.ndarray]) -> bytes:
+    """{stem: (H, W) probability} -> zip of stem.png greyscale probability maps (0..255)."""
+    return zip_pngs({stem: prob_png(p) for stem, p in probs.items()})
+
+
+def unlabeled_images(dataset_dir) -> dict[str, np.ndarray]:
+    """The dataset's images without a label (its prediction set): {stem: (H, W, 4) uint8}."""
+    _, unlabeled, _ = data.find_pairs(dataset_dir)
+    return {stem: data.load_image(path) for stem, path in unlabeled}
+
+
+def decode_uploads(files: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """{file name: bytes} (browser uploads) -> {stem: (H, W, 4) uint8}.
+
+    Decoded by data.load_image from a temporary copy, so uploads get the same checks (size limit,
+    16-bit scaling, a clear error naming the file) as dataset files.
+    """
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fname, b in files.items():
+            name = Path(fname).name
+            if not Path(name).stem or name in (".", ".."):
+                raise data.DataError(f"{fname!r}: not a usable file name")
+            if Path(name).stem in out:
+                raise data.DataError(f"{name}: two uploads share the name '{Path(name).stem}'")
+            path = Path(tmp) / name
+            path.write_bytes(b)
+            try:
+                out[path.stem] = data.load_image(path)
+            except data.DataError as e:
+                raise data.DataError(str(e).replace(str(path), name)) from None
+    return out
 
 
 def predict_images(run_dir, images: dict[str, np.ndarray], device="cpu") -> dict[str, np.ndarray]:

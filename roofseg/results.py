@@ -36,9 +36,9 @@ def run_row(run_dir: Path) -> dict:
     """The table row of one run folder (never raises for a damaged run: it says so instead)."""
     run_dir = Path(run_dir)
     st = runs.status(run_dir)
-    cfg = runs.read_json(run_dir / "config.json", {}) or {}
+    cfg = _object(runs.read_json(run_dir / "config.json"))
     known = {k: cfg.get(k) for k in RunConfig().to_dict()}
-    summary = runs.read_json(run_dir / "summary.json", {}) or {}
+    summary = _object(runs.read_json(run_dir / "summary.json"))
     row = {"run_id": run_dir.name, "status": st.get("state", "failed"),
            "created": st.get("created"), "started": st.get("started"), "ended": st.get("ended"),
            "error": st.get("error"), **known}
@@ -53,6 +53,11 @@ def run_row(run_dir: Path) -> dict:
         row.update({k: v for k, v in best.items() if k.startswith("val_")})
     row["_stamp"] = _stamp(run_dir)
     return row
+
+
+def _object(v) -> dict:
+    """A JSON file's content when it is an object, else {} (missing, damaged, hand-edited)."""
+    return v if isinstance(v, dict) else {}
 
 
 def table_path(runs_dir) -> Path:
@@ -84,9 +89,16 @@ def rebuild(runs_dir="runs", full: bool = False) -> pd.DataFrame:
     return df.drop(columns=["_stamp"], errors="ignore")
 
 
+def read_table(path, **kw) -> pd.DataFrame:
+    """pd.read_parquet through one open file: given a path, pyarrow opens the file twice (schema,
+    then data) and a rebuild replacing it in between makes the read fail as if it were corrupt."""
+    with open(path, "rb") as f:
+        return pd.read_parquet(f, **kw)
+
+
 def _cached_rows(runs_dir: Path) -> dict[str, dict]:
     try:
-        df = pd.read_parquet(table_path(runs_dir))
+        df = read_table(table_path(runs_dir))
     except Exception:  # missing or damaged (power cut): rebuild every row
         return {}
     return {r["run_id"]: {k: v for k, v in r.items() if not _isna(v)} for r in df.to_dict("records")}
@@ -115,7 +127,7 @@ def load(runs_dir="runs") -> tuple[pd.DataFrame, str | None]:
     p = table_path(runs_dir)
     if p.exists():
         try:
-            pd.read_parquet(p, columns=["run_id"])
+            read_table(p, columns=["run_id"])
         except Exception as e:
             warning = f"{p} was unreadable ({type(e).__name__}); rebuilt it from the run folders"
     return rebuild(runs_dir), warning

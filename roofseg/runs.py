@@ -1,9 +1,10 @@
 """The run store: one folder per run under runs/, written atomically, launched and cancelled by pid.
 
 A run folder holds config.json, status.json (queued / running / done / failed / cancelled, pid,
-times, error), metrics.jsonl (a row per epoch, flushed), summary.json, best*.pt (weights with the
-config inside), per_image.json, predictions/, log.txt and env.json. It is the source of truth;
-results.parquet (results.py) is derived from it.
+times, error; host and pid_start when the process is not `roofseg worker RUN_DIR`, such as a
+sweep worker that trains one run after another), metrics.jsonl (a row per epoch, flushed),
+summary.json, best*.pt (weights with the config inside), per_image.json, predictions/, log.txt
+and env.json. It is the source of truth; results.parquet (results.py) is derived from it.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from .config import RunConfig
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
+HOST = socket.gethostname()  # a run's pid means something only on the host that wrote it
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 
@@ -113,7 +116,10 @@ def resolve(runs_dir, run_id: str) -> Path:
     run_id = str(run_id)
     p = Path(run_id)
     if p.is_absolute() or len(p.parts) > 1:  # a path given directly (CLI): must sit in runs_dir
-        runs_dir, run_id = p.parent, p.name
+        if p.parent.resolve() != Path(runs_dir).resolve():
+            raise RunError(f"{run_id!r} is not a folder in {runs_dir}; give a run id, or pass "
+                           "--runs-dir for runs kept elsewhere")
+        run_id = p.name
     if not _ID_RE.match(run_id) or run_id in (".", ".."):
         raise RunError(f"{run_id!r} is not a valid run id (letters, digits, '.', '_', '-')")
     d = Path(runs_dir) / run_id
@@ -160,8 +166,19 @@ def environment() -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # status and liveness
-def _alive(pid: int, run_dir: Path) -> bool:
-    """True when pid is a live (not zombie) process that belongs to this run."""
+def process_start(pid: int) -> str | None:
+    """Start time (clock ticks after boot) of a live, non-zombie process, else None. With the pid
+    it names one process: a recycled pid has another start time."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _alive(pid: int, run_dir: Path, start: str | None = None) -> bool:
+    """True when pid is a live (not zombie) process that belongs to this run: its recorded start
+    time matches (`start`, from status.json's pid_start), else its command line names the run."""
     try:
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own finished child
     except (ChildProcessError, OSError):
@@ -173,9 +190,11 @@ def _alive(pid: int, run_dir: Path) -> bool:
     except PermissionError:
         return True
     try:  # pid reuse and zombies: check the process is still this run's worker
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if stat[0] == "Z":
             return False
+        if start is not None:
+            return stat[19] == str(start)
         return run_dir.name in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except (FileNotFoundError, IndexError, PermissionError):
         return True
@@ -192,9 +211,10 @@ def status(run_dir) -> dict:
     """status.json, with a run whose process died (killed, crashed) turned into 'failed'."""
     run_dir = Path(run_dir)
     st = read_json(run_dir / "status.json")
-    if st is None:
+    if not isinstance(st, dict):  # missing, half-written or hand-edited into a non-object
         st = {"state": "failed", "error": "status.json missing or unreadable"}
-    if st.get("state") in ACTIVE and st.get("pid") and not _alive(int(st["pid"]), run_dir):
+    if (st.get("state") in ACTIVE and st.get("pid") and st.get("host", HOST) == HOST
+            and not _alive(int(st["pid"]), run_dir, st.get("pid_start"))):
         st = set_status(run_dir, state="failed", ended=time.time(),
                         error=f"the training process (pid {st['pid']}) ended without finishing "
                               "(killed or crashed); metrics so far and log.txt are kept")
@@ -219,23 +239,33 @@ def launch(cfg: RunConfig, runs_dir="runs") -> Path:
     return d
 
 
+def _signal(pid: int, sig) -> None:
+    """Signal a run's process group when it leads one (runs.launch starts workers in their own
+    session); else only the process: a CLI run started from a script shares the script's group."""
+    if os.getpgid(pid) == pid:
+        os.killpg(pid, sig)
+    else:
+        os.kill(pid, sig)
+
+
 def cancel(run_dir, grace: float = 5.0) -> dict:
     """Stop a queued or running run: SIGTERM to its process group, SIGKILL after `grace` s."""
     run_dir = Path(run_dir)
     st = status(run_dir)
     if st.get("state") not in ACTIVE:
         return st
-    pid = st.get("pid")
-    if pid and _alive(int(pid), run_dir):
+    pid = st.get("pid") if st.get("host", HOST) == HOST else None  # elsewhere: the file says it
+    start = st.get("pid_start")
+    if pid and _alive(int(pid), run_dir, start):
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
             try:
-                os.killpg(int(pid), sig)
+                _signal(int(pid), sig)
             except (ProcessLookupError, PermissionError):
                 break
             end = time.time() + wait
-            while time.time() < end and _alive(int(pid), run_dir):
+            while time.time() < end and _alive(int(pid), run_dir, start):
                 time.sleep(0.05)
-            if not _alive(int(pid), run_dir):
+            if not _alive(int(pid), run_dir, start):
                 break
     st = read_json(run_dir / "status.json", {}) or {}
     if st.get("state") in ACTIVE or st.get("state") == "failed":
@@ -247,7 +277,13 @@ def list_runs(runs_dir="runs") -> list[Path]:
     d = Path(runs_dir)
     if not d.is_dir():
         return []
-    return sorted((p for p in d.iterdir() if (p / "config.json").is_file()), key=lambda p: p.name)
+    found = []
+    for p in d.iterdir():
+        try:  # creation order: the folder name has one-second resolution, config.json's mtime ns
+            found.append((os.stat(p / "config.json").st_mtime_ns, p.name, p))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return [p for _, _, p in sorted(found)]
 
 
 def delete_run(run_dir) -> None:

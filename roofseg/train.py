@@ -179,12 +179,15 @@ def preflight(cfg: RunConfig) -> data.DataReport:
     from .config import incompatible
     cfg.validate()
     rep = data.check_dataset(cfg.data)
-    usable = rep.n_pairs - (len(rep.flagged) if cfg.exclude_flagged else 0)
+    usable = rep.n_pairs - len(data.excluded_pairs(rep, cfg.exclude_flagged))
     if usable < 2:
         raise data.DataError(f"{cfg.data}: {usable} usable labelled pair(s); training needs at least 2")
     if cfg.folds > usable:
         raise data.DataError(f"folds={cfg.folds} is more than the {usable} usable labelled pairs in {cfg.data}")
-    n_train = usable - (usable // cfg.folds if cfg.folds >= 2 else max(1, round(usable * cfg.val_fraction)))
+    # the very splits fit() will make: k-fold folds differ in size by one, so use the smallest
+    splits = (data.kfold_splits(usable, cfg.folds, cfg.seed) if cfg.folds >= 2
+              else [data.holdout_split(usable, cfg.val_fraction, cfg.seed)])
+    n_train = min(len(tr) for tr, _ in splits)
     if cfg.batch_size > n_train:
         raise data.DataError(f"batch_size={cfg.batch_size} is larger than the {n_train} training images "
                              f"of a split of {cfg.data}; lower it")
@@ -193,9 +196,28 @@ def preflight(cfg: RunConfig) -> data.DataReport:
         from .models import ModelError, compatible_encoders
         raise ModelError(f"{cfg.arch} with encoder {cfg.encoder} does not build: {why}; encoders that "
                          f"work with {cfg.arch}: {compatible_encoders(cfg.arch)}")
-    _create(cfg.arch, cfg.encoder, cfg.in_channels)
+    _dry_run(_create(cfg.arch, cfg.encoder, cfg.in_channels), cfg, rep)
     if cfg.encoder_weights not in ("none", "imagenet") and not Path(cfg.encoder_weights).is_file():
         raise FileNotFoundError(f"encoder_weights={cfg.encoder_weights}: file not found")
     if cfg.init_from and not runs.checkpoint_paths(cfg.init_from):
         raise FileNotFoundError(f"init_from={cfg.init_from}: no best*.pt weights in that folder")
     return rep
+
+
+def _dry_run(model, cfg: RunConfig, rep: data.DataReport) -> None:
+    """One forward pass at the size training will use: some architectures (PAN below 128 px) build
+    but cannot run on small inputs, which would otherwise fail only inside the worker."""
+    from .models import ModelError
+    if cfg.image_size:
+        h = w = cfg.image_size
+    else:  # as load_dataset: the most common image size, rounded to multiples of 32
+        w, h = (int(v) for v in max(rep.sizes, key=rep.sizes.get).split("x"))
+        h, w = max(32, round(h / 32) * 32), max(32, round(w / 32) * 32)
+    if 0 < cfg.crop_size < min(h, w):
+        h = w = cfg.crop_size
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, cfg.in_channels, h, w))
+    except (RuntimeError, ValueError) as e:
+        raise ModelError(f"{cfg.arch} with encoder {cfg.encoder} cannot run on {w}x{h} inputs "
+                         f"({str(e).splitlines()[0]}); use a larger image_size or crop_size") from None

@@ -55,13 +55,16 @@ def execute(run_dir, hook=None, wait_for_slot: bool = True) -> dict:
     def log(msg: str) -> None:
         log_f.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
 
-    runs.set_status(run_dir, pid=os.getpid(), state="queued")
+    # pid_start: the CLI trains in its own process, whose command line does not name the run, so
+    # runs.status() must recognise this process by its start time instead
+    me = {"pid": os.getpid(), "pid_start": runs.process_start(os.getpid()), "host": runs.HOST}
+    runs.set_status(run_dir, state="queued", **me)
     slot = None
     try:
         cfg = RunConfig.load(run_dir / "config.json")
         if wait_for_slot:
             slot = acquire_slot(run_dir.parent)
-        runs.set_status(run_dir, state="running", started=time.time(), pid=os.getpid())
+        runs.set_status(run_dir, state="running", started=time.time(), **me)
         log(f"run {run_dir.name} started (pid {os.getpid()})")
         from .train import fit
         fit(cfg, run_dir, hook=hook, log=log)

@@ -60,3 +60,17 @@ def shared_dida() -> Path:
     if not (SHARED_DIDA / "images").is_dir():
         pytest.skip(f"real DIDA data not present at {SHARED_DIDA}")
     return SHARED_DIDA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Run the in-process tests on one CPU thread, as tiny_config's runs do (fit sets it anyway).
+
+    Two OpenMP threads on a busy 2-core machine spin against each other: building and running the
+    models of test_models.py took 53 s instead of 7 s.
+    """
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

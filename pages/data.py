@@ -1,0 +1,191 @@
+"""Data page: choose the dataset (built-in demo, a folder, an uploaded zip, the DIDA download),
+read data.check_dataset's report on it, and browse its images with the roof masks overlaid.
+
+A successful choice goes into st.session_state["dataset"], which the Train page trains on; a
+failed one shows why and leaves the previous choice in place.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from pages import common
+from roofseg import data, fetch, overlay
+
+THUMB = 256        # gallery pictures are shrunk to at most this many pixels a side
+MAX_GALLERY = 60   # beyond this the page gets slow to send; the report still counts every file
+
+
+def _stamp(path: Path) -> tuple:
+    """Cache key part: the newest mtime in images/ and in labels/ (a folder's own mtime changes
+    when files are added or removed; a file's when it is rewritten in place)."""
+    stamp = []
+    for sub in (path / "images", path / "labels"):
+        try:
+            stamp.append(max([common.mtime_key(sub)] + [e.stat().st_mtime_ns for e in os.scandir(sub)]))
+        except OSError:  # missing folder: find_pairs says so
+            stamp.append(0)
+    return tuple(stamp)
+
+
+@st.cache_data(show_spinner="Checking the dataset…", max_entries=16)
+def _report(path: str, stamp: tuple) -> data.DataReport:
+    return data.check_dataset(path)
+
+
+def _shrink(a: np.ndarray, nearest: bool) -> np.ndarray:
+    h, w = a.shape[:2]
+    if max(h, w) <= THUMB:
+        return a
+    s = THUMB / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(a).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+
+
+@st.cache_data(show_spinner="Loading images…", max_entries=4)
+def _thumbs(path: str, stamp: tuple) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(stem, (h, w, 4) uint8 image, (h, w) 0/1 mask or None) for the first MAX_GALLERY images.
+
+    Unreadable images are left out and unusable labels become None: the report lists both.
+    """
+    pairs, unlabeled, _ = data.find_pairs(path)
+    items = sorted([(s, i, lp) for s, i, lp in pairs] + [(s, i, None) for s, i in unlabeled])
+    out = []
+    for stem, ip, lp in items[:MAX_GALLERY]:
+        try:
+            img = data.load_image(ip)
+        except data.DataError:
+            continue
+        mask = None
+        if lp is not None:
+            try:
+                mask = data.load_label(lp)
+            except data.DataError:
+                pass
+            if mask is not None and mask.shape != img.shape[:2]:
+                mask = None
+        out.append((stem, _shrink(img, False), None if mask is None else _shrink(mask, True)))
+    return out
+
+
+def _folder_name(text: str) -> str:
+    """A single folder name from free text: no separators, no leading dots ('My roofs' -> 'My-roofs')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-")
+
+
+def _use(path: Path) -> None:
+    """Make path the current dataset if it holds one; otherwise say why."""
+    try:
+        _report(str(path), _stamp(path))
+    except data.DataError as e:
+        st.error(str(e))
+        return
+    st.session_state["dataset"] = str(path)
+
+
+def choose_dataset() -> None:
+    """The four ways to get a dataset; each ends in _use() with a folder."""
+    demo, folder, upload, dida = st.tabs(["Built-in demo", "Folder", "Upload a zip", "Download DIDA"])
+    with demo:
+        st.caption("Synthetic aerial scenes laid out like DIDA (images/ RGBA, labels/ roof masks), "
+                   "with a few unlabeled images as the prediction set.")
+        if st.button("Use the built-in demo", key="use_demo"):
+            _use(common.default_dataset())
+    with folder:
+        typed = st.text_input("Dataset folder", key="data_folder", placeholder="/path/to/dida",
+                              help="A folder with images/ and labels/; a label belongs to the "
+                                   "image with the same file name.")
+        if st.button("Use this folder", key="use_folder", disabled=not typed.strip()):
+            _use(Path(typed.strip()).expanduser().resolve())
+    with upload:
+        zf = st.file_uploader("Zip holding images/ and labels/ (at any depth)", type="zip", key="data_zip")
+        default = _folder_name(Path(zf.name).stem) if zf else ""
+        name = st.text_input("Save as folder", key="data_zip_name", placeholder=default or "my-roofs",
+                             help=f"Unpacked into {common.data_root() / 'uploads'}/<name>; "
+                                  "an existing folder is never overwritten.")
+        name = _folder_name(name) or default or "upload"
+        if st.button("Unpack and use", key="unpack_zip", disabled=zf is None):
+            try:
+                with st.spinner("Unpacking…"):
+                    _use(fetch.extract_dataset_zip(zf, common.data_root() / "uploads" / name))
+            except fetch.FetchError as e:
+                st.error(str(e))
+    with dida:
+        dest = common.data_root() / "dida"
+        st.caption(f"Downloads the DIDA roof task ({fetch.DIDA_URL}) into {dest}; "
+                   "a copy already there is used as it is.")
+        if st.button("Download DIDA", key="fetch_dida"):
+            try:
+                with st.spinner("Downloading…"):
+                    _use(fetch.fetch_dida(dest))
+            except fetch.FetchError as e:
+                st.error(str(e))
+
+
+def _tally(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} ×{v}" for k, v in counts.items()) or "–"
+
+
+def show_report(path: Path) -> data.DataReport | None:
+    """Counts as metrics, sizes and modes in a line, every finding in a table."""
+    try:
+        rep = _report(str(path), _stamp(path))
+    except data.DataError as e:
+        st.error(str(e))
+        return None
+    cols = st.columns(6)
+    cols[0].metric("Images", rep.n_images)
+    cols[1].metric("Labels", rep.n_labels)
+    cols[2].metric("Pairs", rep.n_pairs)
+    cols[3].metric("Unlabeled", len(rep.unlabeled), help="images without a label: the prediction set")
+    cols[4].metric("Flagged", len(rep.flagged), help="pairs left out of training by default")
+    cols[5].metric("Roof fraction", f"{rep.roof_fraction:.1%}", help="mean share of roof pixels")
+    st.caption(f"Image sizes: {_tally(rep.sizes)} · image modes: {_tally(rep.modes)} · "
+               f"label modes: {_tally(rep.label_modes)}")
+    findings = ([(s, f"flagged: {why}") for s, why in rep.flagged.items()]
+                + [(f, f"unreadable: {why}") for f, why in rep.unreadable.items()]
+                + [(f, "label without an image") for f in rep.orphan_labels])
+    if findings:
+        st.warning(f"{len(findings)} finding(s); flagged pairs are left out of training "
+                   "unless the run's exclude_flagged is off.")
+        st.dataframe(pd.DataFrame(findings, columns=["image or file", "finding"]), hide_index=True)
+    else:
+        st.success("No problems found.")
+    with st.expander("Report as text"):
+        st.code("\n".join(rep.lines()), language=None)
+    return rep
+
+
+def show_gallery(path: Path, rep: data.DataReport) -> None:
+    alpha = st.slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="data_alpha")
+    items = _thumbs(str(path), _stamp(path))
+    pics, captions = [], []
+    for stem, img, mask in items:
+        pics.append(overlay.to_rgb(img) if mask is None else overlay.overlay_mask(img, mask, alpha=alpha))
+        note = ("unlabeled" if stem in rep.unlabeled else
+                "flagged" if stem in rep.flagged else "no usable label" if mask is None else "")
+        captions.append(f"{stem} · {note}" if note else stem)
+    if len(items) < rep.n_images:
+        st.caption(f"Showing {len(items)} of {rep.n_images} images.")
+    if pics:
+        st.image(pics, caption=captions, width=180)
+
+
+def main() -> None:
+    st.title("Data")
+    choose_dataset()
+    path = common.current_dataset()
+    st.subheader(f"Current dataset: `{path}`")
+    rep = show_report(path)
+    if rep is not None:
+        st.subheader("Images, roof masks overlaid")
+        show_gallery(path, rep)
+
+
+main()

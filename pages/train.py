@@ -1,0 +1,203 @@
+"""Train page: a sidebar form builds a RunConfig; Start checks it (train.preflight) and launches a
+worker process (runs.launch), then returns at once.
+
+The main area is read back from the runs folder on every load, so a browser reload never loses or
+duplicates a run: queued and running runs with a progress bar, live curves and Cancel (a fragment
+re-reads their folders every second), then the last few finished runs with their final metrics.
+"""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from pages import common
+from roofseg import config, progress, results, runs, train
+from roofseg.config import RunConfig
+
+FORM = "train_form"     # session key: the form's last values as a full config dict (kept across pages)
+LIVE = "train_live"     # session key: ids of the active runs the live view showed last
+STARTS = "train_starts"  # session key: launches so far; part of the Start button's key (see main)
+FLASH = "train_flash"    # session key: the message of the last launch, shown once after the rerun
+N_RECENT = 5
+SIMPLE = ["arch", "in_channels", "loss", "optimizer", "lr", "schedule", "batch_size", "epochs",
+          "augment", "val_fraction", "seed", "name", "notes"]  # widgets that hold a field as it is
+HELP = config.field_help()
+
+
+def _seed_widgets(cfg: dict, overwrite: bool) -> None:
+    """Put a config's values into the widgets' session keys: all of them for a Runs-page clone,
+    else only the missing ones (Streamlit drops a widget's key while it is not shown)."""
+    w, k = cfg["encoder_weights"], cfg["folds"]
+    values = {**{f"tr_{f}": cfg[f] for f in SIMPLE}, "tr_encoder": cfg["encoder"],
+              "tr_weights": w if w in ("none", "imagenet") else "local file",
+              "tr_weights_path": "" if w in ("none", "imagenet") else w,
+              "tr_validation": "k-fold" if k >= 2 else "holdout", "tr_folds": k if k >= 2 else 5}
+    for key, v in values.items():
+        if overwrite or key not in st.session_state:
+            st.session_state[key] = v
+
+
+def form_inputs(base: dict) -> dict:
+    """The sidebar widgets; returns the config fields they set (other fields stay as in base)."""
+    sb = st.sidebar
+    sb.header("New run")
+    arch = sb.selectbox("Architecture", config.ARCHS, key="tr_arch", help=HELP["arch"])
+    encoders = [e for e in config.ENCODERS if not config.incompatible(arch, e)]
+    if base["encoder"] not in encoders and not config.incompatible(arch, base["encoder"]):
+        encoders.append(base["encoder"])  # a cloned run's encoder outside the curated list
+    if st.session_state.get("tr_encoder") not in encoders:
+        st.session_state["tr_encoder"] = encoders[0]
+    encoder = sb.selectbox("Encoder", encoders, key="tr_encoder",
+                           help=f"Encoders that build with {arch}.")
+    weights = sb.radio("Encoder weights", ["none", "imagenet", "local file"], key="tr_weights",
+                       horizontal=True, help=config.WEIGHTS_HELP)
+    if weights == "local file":
+        weights = sb.text_input("Weights file", key="tr_weights_path",
+                                placeholder="/path/to/encoder.pth").strip()
+    out = {"arch": arch, "encoder": encoder, "encoder_weights": weights}
+    out["in_channels"] = sb.selectbox("Input channels", config.CHANNELS, key="tr_in_channels",
+                                      format_func={3: "3 (RGB)", 4: "4 (RGBA)"}.get)
+    out["loss"] = sb.selectbox("Loss", config.LOSSES, key="tr_loss")
+    out["optimizer"] = sb.selectbox("Optimizer", config.OPTIMIZERS, key="tr_optimizer")
+    out["lr"] = sb.number_input("Learning rate", 0.0, 10.0, step=1e-4, format="%.1e", key="tr_lr")
+    out["schedule"] = sb.selectbox("LR schedule", config.SCHEDULES, key="tr_schedule",
+                                   help=HELP["schedule"])
+    left, right = sb.columns(2)
+    out["batch_size"] = left.number_input("Batch size", 1, key="tr_batch_size")
+    out["epochs"] = right.number_input("Epochs", 1, 10000, key="tr_epochs")
+    out["augment"] = sb.selectbox("Augmentation", config.AUGMENTS, key="tr_augment", help=HELP["augment"])
+    if sb.radio("Validation", ["holdout", "k-fold"], key="tr_validation", horizontal=True) == "holdout":
+        out["val_fraction"] = sb.number_input("Validation fraction", 0.0, 1.0, step=0.05,
+                                              key="tr_val_fraction", help=HELP["val_fraction"])
+        out["folds"] = 0
+    else:
+        out["folds"] = sb.number_input("Folds", 2, key="tr_folds", help="one model per fold")
+    out["seed"] = sb.number_input("Seed", 0, key="tr_seed")
+    out["name"] = sb.text_input("Run name", key="tr_name")
+    out["notes"] = sb.text_area("Notes", key="tr_notes", height=68)
+    return out
+
+
+def start(fields: dict):
+    """Build the config, check it against its data and smp, launch it; returns the run folder,
+    or None after showing why not (no run folder is made then)."""
+    try:
+        cfg = RunConfig.from_dict(fields)
+        with st.sidebar, st.spinner("Checking…"):
+            train.preflight(cfg)
+        return runs.launch(cfg, common.runs_dir())
+    except (ValueError, OSError) as e:  # ConfigError, DataError, ModelError, missing files
+        st.sidebar.error(f"Not started: {e}")
+        return None
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "…"
+    m, s = divmod(int(round(s)), 60)
+    return f"{m // 60}h {m % 60:02d}m" if m >= 60 else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def curves(run_dir) -> None:
+    """Loss (train and val) and validation Dice / IoU against the epoch, across folds."""
+    df = progress.curves_frame([run_dir], ["train_loss", "val_loss", "val_dice", "val_iou"])
+    if df.empty:
+        return
+    panels = [("Loss", ["train_loss", "val_loss"], alt.Scale(zero=False)),
+              ("Validation Dice / IoU", ["val_dice", "val_iou"], alt.Scale(domain=[0, 1]))]
+    for col, (title, names, scale) in zip(st.columns(2), panels):
+        chart = alt.Chart(df[df.metric.isin(names)], title=title, height=200).mark_line(point=True).encode(
+            x=alt.X("step:Q", title="epoch (all folds)", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("value:Q", title=None, scale=scale),
+            color=alt.Color("metric:N", title=None),
+            tooltip=["fold", "epoch", "metric", alt.Tooltip("value:Q", format=".4f")])
+        col.altair_chart(chart, width="stretch")
+
+
+def show_active(run_dir) -> None:
+    p = progress.progress(run_dir)
+    with st.container(border=True):
+        head, button = st.columns([6, 1])
+        title = f"**{p['name']}** · `{p['run_id']}`" if p["name"] != p["run_id"] else f"`{p['run_id']}`"
+        head.markdown(f"{title} · {p['state']}")
+        if button.button("Cancel", key=f"cancel_{p['run_id']}"):
+            runs.cancel(run_dir)
+            st.rerun()
+        if p["state"] == "queued":
+            st.progress(0.0, text="queued: waiting for a free training slot")
+            return
+        fold = f" · fold {p['fold'] + 1}/{p['folds']}" if p["folds"] > 1 else ""
+        st.progress(p["fraction"], text=f"epoch {p['done']}/{p['total']}{fold} · elapsed "
+                                        f"{_duration(p['elapsed_s'])} · ETA {_duration(p['eta_s'])}")
+        curves(run_dir)
+
+
+def live_runs(runs_dir) -> None:
+    """Queued and running runs; polls every second while there are some."""
+    @st.fragment(run_every=1 if progress.active_runs(runs_dir) else 5)
+    def live():
+        active = progress.active_runs(runs_dir)
+        ids = [d.name for d in active]
+        if set(st.session_state.get(LIVE, [])) - set(ids):  # one finished: refresh the whole page
+            st.session_state[LIVE] = ids
+            st.rerun()
+        st.session_state[LIVE] = ids
+        if not active:
+            st.caption("No run is queued or running. Set one up in the sidebar and press Start.")
+        for d in active:
+            show_active(d)
+    live()
+
+
+def recent_runs(runs_dir) -> None:
+    """The last few finished runs: final metrics in a table, a failed run's error and log."""
+    done = progress.finished_runs(runs_dir, N_RECENT)
+    if not done:
+        return
+    st.subheader("Recently finished")
+    table = pd.DataFrame([results.run_row(d) for d in done])
+    cols = [c for c in ["run_id", "name", "status", "arch", "encoder", "loss", "epochs_done",
+                        "val_dice", "val_iou", "minutes"] if c in table]
+    st.dataframe(table[cols], hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in ("val_dice", "val_iou", "minutes")})
+    ok = table.run_id[table.status == "done"].tolist()
+    if ok and st.button(f"Open the {len(ok)} done run(s) in Compare", key="to_compare"):
+        st.session_state["selected_runs"] = ok
+        st.switch_page("pages/compare.py")
+    for d, r in zip(done, table.to_dict("records")):
+        if r["status"] == "failed":
+            st.error(f"{r['name'] or d.name} failed: {r['error']}")
+            with st.expander(f"Last lines of {d.name}/log.txt"):
+                st.code(progress.log_tail(d), language=None)
+
+
+def main() -> None:
+    st.title("Train")
+    prefill = st.session_state.pop("train_prefill", None)
+    base = {**RunConfig().to_dict(), **st.session_state.get(FORM, {}), **(prefill or {})}
+    _seed_widgets(base, overwrite=bool(prefill))
+    if prefill and prefill.get("data"):
+        st.session_state["dataset"] = prefill["data"]
+        st.info(f"Form filled from a cloned run; dataset set to its data, `{prefill['data']}`.")
+    data = common.current_dataset()
+    st.sidebar.caption(f"Dataset: `{data}` (choose it on the Data page)")
+    st.session_state[FORM] = cfg = {**base, **form_inputs(base), "data": str(data)}
+    # The Start button's key changes with each launch and the page re-renders at once, so the
+    # second click of a double click refers to a button that is gone and launches nothing.
+    n = st.session_state.setdefault(STARTS, 0)
+    if st.sidebar.button("Start", type="primary", key=f"start_{n}", width="stretch"):
+        d = start(cfg)
+        if d is not None:
+            st.session_state[STARTS] = n + 1
+            st.session_state[FLASH] = f"Started {d.name}"
+            st.rerun()
+    if FLASH in st.session_state:
+        st.sidebar.success(st.session_state.pop(FLASH))
+    st.sidebar.caption("Runs beyond the free training slots (ROOFSEG_SLOTS, default 1) wait as queued.")
+    runs_dir = common.runs_dir()
+    live_runs(runs_dir)
+    recent_runs(runs_dir)
+
+
+main()

@@ -1,0 +1,230 @@
+"""Choosing and comparing runs: the filtered runs table, final metrics side by side, the config
+fields that differ, learning curves (mean ± std over folds), and per-image tables and overlays.
+
+Pure functions of run folders (no streamlit): the Runs and Compare pages cache them on path +
+modification time. Runs are labelled by their config `name`, or their id when unnamed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import data, overlay, progress, runs
+from .config import RunConfig
+from .predict import read_per_image
+
+# Final metrics shown side by side: column -> True when higher is better. The first three are
+# micro-averaged over the validation pixels, dice_img is the per-image mean (see metrics.py).
+METRICS = {"val_dice": True, "val_iou": True, "val_precision": True, "val_recall": True,
+           "val_accuracy": True, "val_dice_img": True, "minutes": False}
+BOOKKEEPING = ("name", "notes", "sweep")  # never change training; listed last in the config diff
+
+
+def _dirs(run_dirs) -> list[Path]:
+    return [Path(d) for d in run_dirs]
+
+
+def _config(run_dir: Path) -> dict:
+    """config.json over the defaults, so a field added after the run was made still compares."""
+    return {**RunConfig().to_dict(), **(runs.read_json(run_dir / "config.json", {}) or {})}
+
+
+def labels(run_dirs) -> list[str]:
+    """One display label per run: its name, or its id; a name used twice gets the id appended."""
+    dirs = _dirs(run_dirs)
+    names = [_config(d).get("name") or d.name for d in dirs]
+    return [f"{n} ({d.name})" if names.count(n) > 1 and n != d.name else n for n, d in zip(names, dirs)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the runs table
+def select_runs(table: pd.DataFrame, filters: dict[str, list] | None = None, sort_by: str | None = None,
+                ascending: bool = False) -> pd.DataFrame:
+    """Rows of results.load()'s table whose columns hold one of the chosen values (an empty list
+    keeps every row), sorted by `sort_by` with missing values last; `created` as a datetime."""
+    df = table.copy()
+    for col, values in (filters or {}).items():
+        if values and col in df:
+            df = df[df[col].isin(values)]
+    if sort_by and sort_by in df:
+        df = df.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    if "created" in df:
+        df["created"] = pd.to_datetime(df["created"], unit="s", errors="coerce")
+    return df.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# final metrics and config
+def final_metrics(run_dirs) -> pd.DataFrame:
+    """One row per run (index = label): status, folds, the METRICS and, for k-fold runs only, the
+    std over folds (val_dice_std, val_iou_std; NaN for holdout). A run without summary.json yet
+    shows its best epoch so far."""
+    dirs = _dirs(run_dirs)
+    rows = []
+    for d, label in zip(dirs, labels(dirs)):
+        s = runs.read_json(d / "summary.json", {}) or {}
+        if not s:
+            rows_, _ = runs.read_metrics(d)
+            s = max(rows_, key=lambda r: r.get("val_dice", -1), default={})
+        folds = int(s.get("folds") or _config(d).get("folds") or 1)
+        row = {"label": label, "run_id": d.name, "status": runs.status(d).get("state"), "folds": folds}
+        for k in METRICS:
+            row[k] = s.get(k, np.nan)
+        for k in ("val_dice_std", "val_iou_std"):
+            row[k] = s.get(k, np.nan) if folds >= 2 else np.nan
+        rows.append(row)
+    cols = ["label", "run_id", "status", "folds", "val_dice", "val_dice_std", "val_iou", "val_iou_std",
+            *[k for k in METRICS if k not in ("val_dice", "val_iou")]]
+    return pd.DataFrame(rows, columns=cols).set_index("label")
+
+
+def best_per_column(df: pd.DataFrame) -> dict[str, list]:
+    """For each METRICS column of final_metrics(): the index labels holding its best value
+    (highest, or lowest for minutes); ties all count. For highlighting, not ranking."""
+    best = {}
+    for col, higher in METRICS.items():
+        if col in df and df[col].notna().any():
+            target = df[col].max() if higher else df[col].min()
+            best[col] = list(df.index[np.isclose(df[col].astype(float), target, equal_nan=False)])
+    return best
+
+
+def config_diff(run_dirs) -> pd.DataFrame:
+    """Config fields whose values differ between the runs: rows = field, columns = run label.
+
+    Bookkeeping fields (name, notes, sweep) are kept, listed last: they do not change training
+    but often say why a run differs (a sweep tag, a note). Values are strings, because one row
+    mixes types across runs and one column mixes them across rows.
+    """
+    dirs = _dirs(run_dirs)
+    cfgs = [_config(d) for d in dirs]
+    fields = list(dict.fromkeys(k for c in cfgs for k in c))
+    differ = [f for f in fields if len({repr(c.get(f)) for c in cfgs}) > 1]
+    differ.sort(key=lambda f: f in BOOKKEEPING)  # stable: training fields first, in config order
+    out = pd.DataFrame({lab: [_fmt(c.get(f)) for f in differ] for lab, c in zip(labels(dirs), cfgs)},
+                       index=pd.Index(differ, name="field"))
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v) if v != "" else "(empty)"
+
+
+# ---------------------------------------------------------------------------------------------
+# learning curves
+def curve_metrics(run_dirs) -> list[str]:
+    """Numeric per-epoch columns present in any of the runs' metrics.jsonl, val_ first."""
+    found = progress.curves_frame(run_dirs)["metric"].unique()
+    return sorted(found, key=lambda k: (not k.startswith("val_"), k))
+
+
+def curves(run_dirs, metric: str) -> pd.DataFrame:
+    """One row per (run, epoch): label, run_id, epoch, value, std, lo, hi, n_folds.
+
+    value is the metric for a holdout run and the mean over folds for a k-fold run (over the folds
+    that reached this epoch, while one is still training); std is the sample std over folds (NaN
+    with fewer than two), and lo/hi = value -/+ std bound the band drawn around a k-fold curve.
+    Runs keep the order given; a run without this metric has no rows.
+    """
+    long = progress.curves_frame(run_dirs, [metric])
+    out = (long.groupby(["run_id", "label", "epoch"], sort=False)["value"]
+           .agg(value="mean", std="std", n_folds="count").reset_index())
+    order = {Path(d).name: i for i, d in enumerate(run_dirs)}
+    out = out.sort_values(["run_id", "epoch"], key=lambda c: c.map(order) if c.name == "run_id" else c,
+                          kind="stable").reset_index(drop=True)
+    out["lo"], out["hi"] = out["value"] - out["std"], out["value"] + out["std"]
+    return out[["label", "run_id", "epoch", "value", "std", "lo", "hi", "n_folds"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# per validation image
+def _pred_path(run_dir: Path, name: str) -> Path:
+    return run_dir / "predictions" / "val" / f"{name}.png"
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """A predicted 0/255 PNG -> (H, W) bool."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L")) >= 128
+
+
+def _dice_by_name(run_dir: Path) -> dict[str, float]:
+    return {r["name"]: float(r["dice"]) for r in read_per_image(run_dir) if "name" in r and "dice" in r}
+
+
+def image_table(run_dirs, sort: str = "disagreement") -> pd.DataFrame:
+    """One row per validation image predicted by every run: name, `dice <label>` per run (from
+    per_image.json), worst_dice, mean_dice, and disagreement (overlay.disagreement: the fraction
+    of pixels where the runs' predicted masks differ; NaN when their sizes differ).
+
+    sort: "disagreement" (most first), "worst_dice" (lowest first) or "name".
+    """
+    dirs = _dirs(run_dirs)
+    labs = labels(dirs)
+    dice = [_dice_by_name(d) for d in dirs]
+    names = sorted(set.intersection(*[{n for n in dc if _pred_path(d, n).is_file()}
+                                      for d, dc in zip(dirs, dice)])) if dirs else []
+    rows = []
+    for n in names:
+        row = {"name": n, **{f"dice {lab}": dc[n] for lab, dc in zip(labs, dice)}}
+        per_run = [dc[n] for dc in dice]
+        row["worst_dice"], row["mean_dice"] = min(per_run), float(np.mean(per_run))
+        try:
+            row["disagreement"] = overlay.disagreement([_read_mask(_pred_path(d, n)) for d in dirs])
+        except ValueError:  # runs trained at different sizes on different data
+            row["disagreement"] = np.nan
+        rows.append(row)
+    cols = ["name", *[f"dice {lab}" for lab in labs], "worst_dice", "mean_dice", "disagreement"]
+    df = pd.DataFrame(rows, columns=cols)
+    by = {"disagreement": ("disagreement", False), "worst_dice": ("worst_dice", True), "name": ("name", True)}
+    if sort not in by:
+        raise ValueError(f"sort must be one of {list(by)}, got {sort!r}")
+    col, asc = by[sort]
+    return df.sort_values([col, "name"], ascending=[asc, True], na_position="last").reset_index(drop=True)
+
+
+def dataset_of(run_dirs) -> Path | None:
+    """The dataset folder the first run trained on (config `data`), or None."""
+    dirs = _dirs(run_dirs)
+    return Path(_config(dirs[0])["data"]) if dirs else None
+
+
+def panels(run_dirs, dataset_dir, name: str, alpha: float = 0.5) -> dict:
+    """Pictures of one validation image for side-by-side display.
+
+    Returns {"name", "image": (H, W, 3) uint8 RGB, "ground_truth": the label drawn over the image
+    in overlay.MASK_COLOR (None without a label), "runs": [{"label", "run_id", "overlay": TP/FP/FN
+    colours over the image (or None), "dice": per_image.json's Dice (NaN if absent), "error": why
+    there is no overlay, or None}]}. dataset_dir None means the first run's own dataset.
+    """
+    dirs = _dirs(run_dirs)
+    root = Path(dataset_dir) if dataset_dir is not None else dataset_of(dirs)
+    pairs, unlabeled, _ = data.find_pairs(root)
+    files = {s: (ip, lp) for s, ip, lp in pairs} | {s: (ip, None) for s, ip in unlabeled}
+    if name not in files:
+        raise data.DataError(f"{root}: no image named {name!r}")
+    ip, lp = files[name]
+    rgba = data.load_image(ip)
+    gt = data.load_label(lp) if lp is not None else None
+    out = {"name": name, "image": overlay.to_rgb(rgba),
+           "ground_truth": overlay.overlay_mask(rgba, gt, alpha=alpha) if gt is not None else None,
+           "runs": []}
+    for d, label in zip(dirs, labels(dirs)):
+        entry = {"label": label, "run_id": d.name, "overlay": None,
+                 "dice": _dice_by_name(d).get(name, np.nan), "error": None}
+        p = _pred_path(d, name)
+        try:
+            entry["overlay"] = overlay.overlay_errors(rgba, gt, _read_mask(p), alpha=alpha)
+        except FileNotFoundError:
+            entry["error"] = "no validation prediction for this image (not in this run's validation set)"
+        except (ValueError, OSError) as e:
+            entry["error"] = f"cannot draw {p.name}: {e}"
+        out["runs"].append(entry)
+    return out

@@ -1,0 +1,521 @@
+"""Sweeps: an optuna search over RunConfig fields in which every trial is an ordinary run folder.
+
+runs/sweeps/<name>/ holds sweep.json (the SweepSpec), journal.log (the optuna study, unless
+`storage` is a database URL), workers/ (one file per live worker process), worker-<i>.log and STOP
+(present while the sweep is cancelled). A trial's run folder sits in runs/ like any other, with
+config.sweep = <name> and sweep.json {"sweep", "trial", "params"} beside config.json.
+
+How it behaves:
+- Budget: `trials` counts every trial that started except interrupted ones (worker killed, sweep
+  cancelled, Ctrl-C). Those are failed in the study and queued again once with the same params.
+  Asking for a trial is serialised (a lock file, or a PostgreSQL advisory lock) so that several
+  workers never overshoot the budget.
+- Pruning: fold 0's per-epoch value of the metric is reported at step = epoch, and only during
+  fold 0 can a trial be pruned (never after a holdout run's last epoch: that would save nothing);
+  later folds of a trial that survived fold 0 run to the end. Steps then mean the same thing in
+  every trial (also when epochs or folds vary), and a bad trial stops at its first chance, which
+  is where most of the saving is.
+- A pruned trial's run folder ends as state "cancelled" with error "pruned by the <pruner> pruner
+  at epoch N" and pruned_at = N: every page already treats "cancelled" as finished, and its
+  metrics up to epoch N stay readable.
+- An arch/encoder pair smp cannot build fails at once, without training, with the reason.
+- Stale trials: a worker that dies leaves its trial RUNNING. Before every ask, a worker finishes
+  the RUNNING trials of dead workers on its host (pid + start time); with a database, workers
+  also send optuna heartbeats, so trials of dead workers on other hosts fail after 90 s.
+
+This module defines, starts, stops and reads sweeps; the worker loop is sweep_worker.py, and what
+the trials say (isolation, edge warnings, ...) is sweep_report.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from . import runs
+from .config import ConfigError, RunConfig, incompatible
+
+SAMPLERS = ("tpe", "random", "qmc", "grid")
+PRUNERS = ("none", "median", "halving")
+DIRECTIONS = ("maximize", "minimize")
+# summary.json keys a sweep can optimise (val_* are k-fold means of each fold's best epoch)
+METRICS = ("val_dice", "val_iou", "val_loss", "val_dice_img", "val_iou_img", "val_precision",
+           "val_recall", "oof_dice_img", "oof_iou_img")
+NEVER_VARIED = ("data", "name", "notes", "sweep")
+DEFAULT_SPACE = {"arch": {"choices": ["Unet", "FPN"]},
+                 "loss": {"choices": ["bce_dice", "dice", "focal"]},
+                 "lr": {"low": 1e-4, "high": 3e-3, "log": True},
+                 "augment": {"choices": ["light", "strong"]}}
+HEARTBEAT_S = 30
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(RunConfig)}
+
+
+class SweepError(ValueError):
+    """A sweep is missing, already exists, or cannot do what was asked."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the spec
+@dataclass
+class SweepSpec:
+    name: str                      # folder runs/sweeps/<name>, the study name and config.sweep of its runs
+    base: dict = field(default_factory=dict)   # fixed RunConfig fields (the varied ones are overridden)
+    space: dict = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SPACE.items()})
+    # space: field -> {"choices": [...]} or {"low": x, "high": y, "log": bool} (int fields give ints)
+    sampler: str = "tpe"           # tpe | random | qmc | grid
+    trials: int = 20               # budget: trials that end on their own (interrupted ones are re-run)
+    metric: str = "val_dice"       # summary.json key to optimise (the fold mean for k-fold)
+    direction: str = "maximize"    # maximize | minimize
+    pruner: str = "none"           # none | median | halving, on fold 0's per-epoch metric
+    pruner_startup: int = 2        # median: trials finished before any trial can be pruned
+    pruner_warmup: int = 1         # epochs every trial trains before it can be pruned
+    grid_points: int = 3           # grid sampler: values taken from each numeric range
+    seed: int = 0                  # sampler seed (each worker offsets it)
+    storage: str = ""              # "" = journal.log in the sweep folder; else a database URL
+    created: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepSpec":
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"sweep spec: unknown field(s) {unknown}")
+        return cls(**d)
+
+    def validate(self) -> "SweepSpec":
+        """Check everything; returns a copy with the base made complete and choices coerced."""
+        def bad(msg):
+            raise ConfigError(f"sweep {self.name!r}: {msg}")
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            bad("the name must be 1-80 letters, digits, '.', '_' or '-'")
+        base = RunConfig.from_dict(dict(self.base), "sweep base config").validate("sweep base config")
+        if not isinstance(self.space, dict) or not self.space:
+            bad("vary at least one field")
+        space = {}
+        for k, p in self.space.items():
+            if k not in _FIELD_TYPES or k in NEVER_VARIED:
+                bad(f"cannot vary {k!r}; fields that can vary: "
+                    f"{[f for f in _FIELD_TYPES if f not in NEVER_VARIED]}")
+            src = f"sweep space {k}"
+
+            def value(v):  # coerced and checked the way a config file's value would be
+                return getattr(RunConfig.from_dict({**base.to_dict(), k: v}, src).validate(src), k)
+            if isinstance(p, dict) and set(p) == {"choices"}:
+                if not isinstance(p["choices"], list) or not p["choices"]:
+                    bad(f"{k}: choices must be a non-empty list")
+                space[k] = {"choices": list(dict.fromkeys(value(c) for c in p["choices"]))}
+            elif isinstance(p, dict) and {"low", "high"} <= set(p) <= {"low", "high", "log"}:
+                if _FIELD_TYPES[k] not in ("int", "float"):
+                    bad(f"{k} is a {_FIELD_TYPES[k]} field: give {{\"choices\": [...]}}")
+                lo, hi, log = value(p["low"]), value(p["high"]), bool(p.get("log", False))
+                if not lo < hi:
+                    bad(f"{k}: low ({lo}) must be below high ({hi})")
+                if log and lo <= 0:
+                    bad(f"{k}: a log range needs low > 0")
+                space[k] = {"low": lo, "high": hi, "log": log}
+            else:
+                bad(f"{k}: expected {{\"choices\": [...]}} or {{\"low\": ..., \"high\": ..., \"log\": bool}}")
+        for name, v, ok in [("sampler", self.sampler, SAMPLERS), ("pruner", self.pruner, PRUNERS),
+                            ("direction", self.direction, DIRECTIONS), ("metric", self.metric, METRICS)]:
+            if v not in ok:
+                bad(f"{name}={v!r}: must be one of {list(ok)}")
+        if self.pruner != "none" and not self.metric.startswith("val_"):
+            bad(f"pruning needs a per-epoch metric (val_*); {self.metric} exists only at the end")
+        for name in ("trials", "grid_points"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(f"{name} must be an integer >= 1")
+        if self.pruner_startup < 0 or self.pruner_warmup < 0:
+            bad("pruner_startup and pruner_warmup must be >= 0")
+        return replace(self, base={**base.to_dict(), "sweep": self.name}, space=space)
+
+    def distributions(self) -> dict:
+        """The optuna distribution of each varied field."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+        out = {}
+        for k, p in self.space.items():
+            if "choices" in p:
+                out[k] = CategoricalDistribution(p["choices"])
+            elif _FIELD_TYPES[k] == "int":
+                out[k] = IntDistribution(int(p["low"]), int(p["high"]), log=p["log"])
+            else:
+                out[k] = FloatDistribution(p["low"], p["high"], log=p["log"])
+        return out
+
+    def grid(self) -> dict[str, list]:
+        """The grid sampler's values: the choices, or grid_points values spread over each range
+        (geometrically on a log range; floats rounded to 3 significant digits)."""
+        import numpy as np
+        out = {}
+        for k, p in self.space.items():
+            if "choices" in p:
+                out[k] = list(p["choices"])
+                continue
+            lo, hi = p["low"], p["high"]
+            pts = (np.geomspace if p["log"] else np.linspace)(lo, hi, self.grid_points)
+            if _FIELD_TYPES[k] == "int":
+                out[k] = sorted({int(round(v)) for v in pts})
+            else:
+                out[k] = list(dict.fromkeys(min(hi, max(lo, float(f"{v:.3g}"))) for v in pts))
+        return out
+
+    def budget(self) -> int:
+        """`trials`, or the grid's size when that is smaller (a grid sweep stops when it is done)."""
+        return min(self.trials, math.prod(len(v) for v in self.grid().values())) \
+            if self.sampler == "grid" else self.trials
+
+
+def default_name() -> str:
+    return f"sweep-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def sweep_dir(runs_dir, name: str) -> Path:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise SweepError(f"{name!r} is not a valid sweep name (letters, digits, '.', '_', '-')")
+    return Path(runs_dir) / "sweeps" / name
+
+
+def load_spec(name: str, runs_dir="runs") -> SweepSpec:
+    d = runs.read_json(sweep_dir(runs_dir, name) / "sweep.json")
+    if not isinstance(d, dict):
+        raise SweepError(f"no sweep {name!r} in {Path(runs_dir) / 'sweeps'}")
+    return SweepSpec.from_dict(d)
+
+
+def list_sweeps(runs_dir="runs") -> list[str]:
+    """Sweep names, newest first."""
+    specs = [runs.read_json(p) for p in (Path(runs_dir) / "sweeps").glob("*/sweep.json")]
+    specs = [s for s in specs if isinstance(s, dict) and "name" in s]
+    return [s["name"] for s in sorted(specs, key=lambda s: -float(s.get("created") or 0))]
+
+
+def redact(url: str) -> str:
+    """A storage URL fit to print: the password, if any, replaced by ***."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url or "") or "journal.log in the sweep folder"
+
+
+# ---------------------------------------------------------------------------------------------
+# storage, samplers, pruners
+_STORAGES: dict = {}
+
+
+def study_storage(spec: SweepSpec, runs_dir, url: str | None = None):
+    """The study's optuna storage, one object per process and location (cached: a journal is
+    replayed once, a database engine made once)."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+    url = url or spec.storage
+    if not url:
+        path = sweep_dir(runs_dir, spec.name) / "journal.log"
+        open(path, "ab").close()
+        key = (str(path.resolve()), path.stat().st_ino)  # a sweep deleted and made again: new key
+        if key not in _STORAGES:
+            _STORAGES[key] = JournalStorage(JournalFileBackend(str(path)))
+        return _STORAGES[key]
+    key = (url, str(Path(runs_dir).resolve()))
+    if key not in _STORAGES:
+        import optuna
+        with warnings.catch_warnings():  # heartbeats are "experimental" in optuna's words
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _STORAGES[key] = RDBStorage(_driver(url), heartbeat_interval=HEARTBEAT_S,
+                                        grace_period=3 * HEARTBEAT_S,
+                                        heartbeat_stale_trial_callback=_stale_callback(Path(runs_dir)))
+    return _STORAGES[key]
+
+
+def _driver(url: str) -> str:
+    """postgresql://... with the driver that is installed: SQLAlchemy 2.1 defaults to psycopg 3,
+    roofseg's requirements bring psycopg2."""
+    m = re.match(r"^postgres(?:ql)?://", url)
+    if m:
+        import importlib.util
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+            return "postgresql+psycopg2://" + url[m.end():]
+    return url
+
+
+def open_study(spec: SweepSpec, runs_dir, url=None, sampler=None, pruner=None):
+    import optuna
+    return optuna.load_study(study_name=spec.name, storage=study_storage(spec, runs_dir, url),
+                             sampler=sampler, pruner=pruner)
+
+
+def make_sampler(spec: SweepSpec, offset: int):
+    """The sampler of one worker. Seeds differ per worker and per resume (offset), or parallel
+    random/TPE workers would propose the same points; QMC must share one seed to split its
+    sequence between workers."""
+    import optuna
+    s = optuna.samplers
+    seed = spec.seed + offset
+    with warnings.catch_warnings():  # multivariate TPE is "experimental" in name only
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if spec.sampler == "tpe":
+            return s.TPESampler(seed=seed, n_startup_trials=max(2, min(10, spec.budget() // 3)),
+                                multivariate=True, constant_liar=True)
+        if spec.sampler == "random":
+            return s.RandomSampler(seed=seed)
+        if spec.sampler == "qmc":
+            return s.QMCSampler(seed=spec.seed, scramble=True, independent_sampler=s.RandomSampler(seed),
+                                warn_independent_sampling=False, warn_asynchronous_seeding=False)
+        return s.GridSampler(spec.grid(), seed=seed)
+
+
+def make_pruner(spec: SweepSpec):
+    import optuna
+    p = optuna.pruners
+    if spec.pruner == "median":  # step = epoch (1-based): the earliest prune is at warmup + 1
+        return p.MedianPruner(n_startup_trials=spec.pruner_startup, n_warmup_steps=spec.pruner_warmup + 1)
+    if spec.pruner == "halving":
+        return p.SuccessiveHalvingPruner(min_resource=spec.pruner_warmup + 1, reduction_factor=3)
+    return p.NopPruner()
+
+
+# ---------------------------------------------------------------------------------------------
+# creating and starting
+def create_sweep(spec: SweepSpec, runs_dir="runs", storage: str | None = None) -> Path:
+    """Check the spec against its data and smp, make runs/sweeps/<name>/ and the study."""
+    import optuna
+    from .train import preflight
+    spec = replace(spec, storage=storage or spec.storage, created=time.time()).validate()
+    preflight(_extreme_config(spec))
+    d = sweep_dir(runs_dir, spec.name)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir()
+    except FileExistsError:
+        raise SweepError(f"sweep {spec.name!r} already exists in {d.parent}; resume it or choose "
+                         "another name") from None
+    try:
+        optuna.create_study(study_name=spec.name, storage=study_storage(spec, runs_dir),
+                            direction=spec.direction)
+    except optuna.exceptions.DuplicatedStudyError:
+        _remove(d)
+        raise SweepError(f"{redact(spec.storage)} already holds a study named {spec.name!r}; "
+                         "choose another name") from None
+    except BaseException:
+        _remove(d)
+        raise
+    runs.write_json(d / "sweep.json", spec.to_dict())  # last: a sweep.json always has its study
+    return d
+
+
+def _remove(d: Path) -> None:
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _extreme_config(spec: SweepSpec) -> RunConfig:
+    """The base with the first choice of each varied field (a buildable arch/encoder pair) and the
+    top of each range (the largest batch size and fold count): what preflight should see."""
+    pick = {k: p["high"] for k, p in spec.space.items() if "high" in p}
+    pick.update({k: p["choices"][0] for k, p in spec.space.items() if "choices" in p})
+    cfg = RunConfig.from_dict({**spec.base, **pick})
+    archs = spec.space.get("arch", {}).get("choices", [cfg.arch])
+    encs = spec.space.get("encoder", {}).get("choices", [cfg.encoder])
+    pairs = [(a, e) for a in archs for e in encs if not incompatible(a, e)]
+    if not pairs:
+        raise ConfigError(f"sweep {spec.name!r}: no arch/encoder pair of the space builds "
+                          f"({incompatible(archs[0], encs[0])})")
+    return cfg.replace(arch=pairs[0][0], encoder=pairs[0][1])
+
+
+def start_sweep(spec: SweepSpec, runs_dir="runs", n_workers: int = 1,
+                storage: str | None = None) -> list[int]:
+    """create_sweep, then launch_workers: returns the worker pids at once (the app's Start)."""
+    create_sweep(spec, runs_dir, storage)
+    return launch_workers(spec.name, runs_dir, n_workers)
+
+
+def launch_workers(name: str, runs_dir="runs", n_workers: int = 1, storage: str | None = None,
+                   wait_for_slot: bool = True) -> list[int]:
+    """Start n background `python -m roofseg sweep-worker` processes, each in its own session;
+    also the way to resume a cancelled or interrupted sweep. Returns their pids at once."""
+    load_spec(name, runs_dir)
+    d = sweep_dir(runs_dir, name)
+    (d / "STOP").unlink(missing_ok=True)
+    pkg_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join([pkg_root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    first = len(workers(name, runs_dir))  # indices (and so sampler seeds) differ from live workers'
+    pids = []
+    for i in range(first, first + max(1, int(n_workers))):
+        cmd = [sys.executable, "-m", "roofseg", "sweep-worker", name, "--runs-dir",
+               str(Path(runs_dir).resolve()), "--worker-index", str(i)]
+        cmd += ["--storage", storage] if storage else []  # else sweep.json's: no password in `ps`
+        cmd += [] if wait_for_slot else ["--no-wait"]
+        with open(d / f"worker-{i}.log", "ab") as log:
+            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True, env=env, cwd=os.getcwd())
+        register_worker(d, p.pid, i)
+        pids.append(p.pid)
+    return pids
+
+
+def enqueue(name: str, runs_dir="runs", params: dict | None = None) -> None:
+    """Queue a point to try next (every varied field, e.g. a known good config); it counts in the
+    budget like any trial."""
+    spec = load_spec(name, runs_dir)
+    missing = sorted(set(spec.space) - set(params or {}))
+    if missing:
+        raise SweepError(f"enqueue: give every varied field; missing {missing}")
+    open_study(spec, runs_dir).enqueue_trial(dict(params))
+
+
+def run_worker(name: str, runs_dir="runs", storage: str | None = None, n_trials: int | None = None,
+               **kw) -> list[int]:
+    """Run trials of the sweep in this process until its budget is reached (sweep_worker.run_worker)."""
+    from .sweep_worker import run_worker
+    return run_worker(name, runs_dir, storage, n_trials, **kw)
+
+
+def resume(name: str, runs_dir="runs") -> None:
+    """Lift a cancel (remove STOP) so workers may run again; launch_workers does this itself."""
+    load_spec(name, runs_dir)
+    (sweep_dir(runs_dir, name) / "STOP").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# worker processes
+def register_worker(d: Path, pid: int, index: int) -> Path:
+    (d / "workers").mkdir(exist_ok=True)
+    p = d / "workers" / f"{runs.HOST}-{pid}.json"
+    runs.write_json(p, {"host": runs.HOST, "pid": pid, "start": runs.process_start(pid),
+                        "index": index, "since": time.time()})
+    return p
+
+
+def pid_alive(pid, start) -> bool:
+    """pid (on this host) is the live process that started at `start`."""
+    if not pid:
+        return False
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(int(pid), os.WNOHANG)  # reap it if it is our own finished child
+    now = runs.process_start(int(pid))
+    return now is not None and (start is None or now == str(start))
+
+
+def workers(name: str, runs_dir="runs") -> list[dict]:
+    """The sweep's registered worker processes that are alive (those on other hosts are listed
+    as alive: only their host can tell); files of dead local workers are removed."""
+    out = []
+    for p in sorted((sweep_dir(runs_dir, name) / "workers").glob("*.json")):
+        w = runs.read_json(p)
+        if not isinstance(w, dict):
+            continue
+        if w.get("host") == runs.HOST and not pid_alive(w.get("pid"), w.get("start")):
+            p.unlink(missing_ok=True)
+            continue
+        out.append(w)
+    return out
+
+
+def cancel_sweep(name: str, runs_dir="runs", grace: float = 10.0) -> dict:
+    """Stop the sweep: STOP for every worker (those on other hosts stop at their next epoch),
+    SIGTERM then SIGKILL to the local ones, and their unfinished trials failed as interrupted
+    (re-run on resume). Returns {"stopped": pids, "elsewhere": n, "interrupted": trial numbers}."""
+    from optuna.trial import TrialState
+    from .sweep_worker import _ask_lock, _reap
+    spec = load_spec(name, runs_dir)
+    d = sweep_dir(runs_dir, name)
+    study = open_study(spec, runs_dir)
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    (d / "STOP").write_text(f"cancelled at {time.ctime()}\n")
+    local = [w for w in workers(name, runs_dir) if w.get("host") == runs.HOST]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 3.0)):
+        live = [w for w in local if pid_alive(w["pid"], w.get("start"))]
+        for w in live:
+            try:
+                os.killpg(int(w["pid"]), sig)  # background workers lead their own session
+            except (ProcessLookupError, PermissionError):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(w["pid"]), sig)  # a foreground `roofseg sweep` does not
+        end = time.time() + wait
+        while time.time() < end and any(pid_alive(w["pid"], w.get("start")) for w in live):
+            time.sleep(0.1)
+    with _ask_lock(spec, runs_dir):  # trials of workers that died before telling theirs
+        _reap(study, spec, runs_dir, run_state="cancelled", why=f"sweep {name} cancelled")
+    trials = study.get_trials(deepcopy=False)
+    return {"stopped": [w["pid"] for w in local], "elsewhere": len(workers(name, runs_dir)),
+            "interrupted": [n for n in running if _interrupted(trials[n])]}
+
+
+def _interrupted(t) -> bool:
+    """A failed trial that says nothing about its params: its worker was killed or stopped (a
+    trial failed by optuna's heartbeat check carries no reason of ours)."""
+    from optuna.trial import TrialState
+    return t.state == TrialState.FAIL and (t.user_attrs.get("interrupted")
+                                           or "fail_reason" not in t.user_attrs)
+
+
+def counted_trials(study) -> int:
+    from optuna.trial import TrialState
+    return sum(t.state != TrialState.WAITING and not _interrupted(t)
+               for t in study.get_trials(deepcopy=False))
+
+
+def _stale_callback(runs_dir: Path):
+    """For optuna's heartbeat check (database storage): a trial whose worker went silent on any
+    host is failed by optuna; mark its run folder and queue its params again (once)."""
+    def callback(study, t) -> None:
+        if t.user_attrs.get("run_id"):
+            d = runs_dir / t.user_attrs["run_id"]
+            if (runs.read_json(d / "status.json", {}) or {}).get("state") in runs.ACTIVE:
+                runs.set_status(d, state="failed", ended=time.time(),
+                                error="its sweep worker stopped sending heartbeats")
+        if t.params and "retry_of" not in t.user_attrs:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+    return callback
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+TRIAL_COLUMNS = ["trial", "state", "value", "run_id", "run_state", "seconds", "last_epoch", "reason",
+                 "interrupted", "retry_of"]
+
+
+def trials_frame(name: str, runs_dir="runs", storage: str | None = None) -> pd.DataFrame:
+    """One row per trial: TRIAL_COLUMNS, then one column per varied field (named as the field).
+
+    state: complete | pruned | fail | running | waiting; value: the metric (complete trials; a
+    pruned one shows its last reported value); run_state: the run folder's state; seconds: the
+    trial's duration so far; last_epoch: the last epoch it reported (fold 0); reason: why it
+    failed or was pruned; interrupted: failed by a killed or stopped worker (not in the budget).
+    """
+    spec = load_spec(name, runs_dir)
+    study = open_study(spec, runs_dir, storage)
+    now = datetime.now()
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        run_id = t.user_attrs.get("run_id")
+        st = runs.status(Path(runs_dir) / run_id) if run_id else {}
+        end = t.datetime_complete or (now if t.datetime_start else None)
+        rows.append({
+            "trial": t.number, "state": t.state.name.lower(), "value": t.value, "run_id": run_id,
+            "run_state": st.get("state"),
+            "seconds": (end - t.datetime_start).total_seconds() if end and t.datetime_start else None,
+            "last_epoch": t.last_step, "interrupted": _interrupted(t),
+            "reason": t.user_attrs.get("fail_reason")
+            or (st.get("error") if t.state.name == "PRUNED" else None),
+            "retry_of": t.user_attrs.get("retry_of"),
+            **(t.params or t.system_attrs.get("fixed_params", {}))})  # a waiting trial: its queued point
+    return pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, *spec.space]).sort_values("trial", ignore_index=True)
+
+
+def progress(name: str, runs_dir="runs") -> dict:
+    """Counted trials against the budget, live workers, whether cancelled."""
+    spec = load_spec(name, runs_dir)
+    return {"counted": counted_trials(open_study(spec, runs_dir)), "budget": spec.budget(),
+            "workers": workers(name, runs_dir), "stopped": (sweep_dir(runs_dir, name) / "STOP").exists()}

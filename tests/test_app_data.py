@@ -1,0 +1,126 @@
+"""The Data page, driven with Streamlit's AppTest on the 64 px demo (no browser, no network)."""
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from roofseg import fetch
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "data.py")
+
+
+@pytest.fixture
+def at(demo64, tmp_path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("ROOFSEG_DATA", str(demo64))
+    monkeypatch.setenv("ROOFSEG_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("ROOFSEG_DATA_ROOT", str(tmp_path / "data_root"))
+    return AppTest.from_file(PAGE, default_timeout=30).run()
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def captions(at) -> list[str]:
+    return list(at.get("image")[0].captions) if at.get("image") else []
+
+
+def use_folder(at, path) -> AppTest:
+    at.text_input(key="data_folder").input(str(path)).run()
+    return at.button(key="use_folder").click().run()
+
+
+def test_renders_the_demo_with_counts_and_a_gallery(at, demo64):
+    assert not at.exception
+    assert at.session_state["dataset"] == str(demo64)
+    m = metrics(at)
+    assert (m["Images"], m["Labels"], m["Pairs"], m["Unlabeled"], m["Flagged"]) == ("12", "10", "10", "2", "0")
+    assert len(captions(at)) == 12
+    assert sum(c.endswith("· unlabeled") for c in captions(at)) == 2
+    at.slider(key="data_alpha").set_value(0.9).run()  # a new opacity redraws without error
+    assert not at.exception and len(captions(at)) == 12
+
+
+def test_a_folder_with_a_duplicate_label_shows_it_flagged(at, demo_copy):
+    labels = sorted((demo_copy / "labels").iterdir())
+    shutil.copy(labels[0], labels[1])  # DIDA's 278.png-is-270.png problem
+    use_folder(at, demo_copy)
+    assert not at.exception and not at.error
+    assert at.session_state["dataset"] == str(demo_copy.resolve())
+    assert metrics(at)["Flagged"] == "1"
+    table = at.dataframe[0].value
+    assert table.iloc[0, 0] == labels[1].stem and "identical" in table.iloc[0, 1]
+    assert f"{labels[1].stem} · flagged" in captions(at)
+    at.button(key="use_demo").click().run()  # and back to the demo
+    assert metrics(at)["Flagged"] == "0"
+
+
+def test_a_bad_path_shows_an_error_and_keeps_the_dataset(at, demo64, tmp_path):
+    use_folder(at, tmp_path / "nowhere")
+    assert not at.exception
+    assert "nowhere" in at.error[0].value and "not found" in at.error[0].value
+    assert at.session_state["dataset"] == str(demo64)
+    (tmp_path / "flat").mkdir()  # a folder without images/
+    use_folder(at, tmp_path / "flat")
+    assert "no images/ folder" in at.error[0].value and not at.exception
+
+
+def test_an_unreadable_current_dataset_is_an_error_not_a_traceback(demo_copy, tmp_path, monkeypatch):
+    (demo_copy / "images" / "999.png").write_bytes(b"")  # an empty image file
+    monkeypatch.setenv("ROOFSEG_DATA", str(demo_copy))
+    monkeypatch.setenv("ROOFSEG_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table.iloc[:, 0].str.endswith("999.png").any() and "empty file" in " ".join(table.iloc[:, 1])
+    shutil.rmtree(demo_copy)  # the folder disappears while the app runs
+    at.run()
+    assert not at.exception and "not found" in at.error[0].value
+
+
+def zip_of(root: Path, prefix: str = "roofs/") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in sorted(root.rglob("*.png")):
+            z.write(p, prefix + p.relative_to(root).as_posix())
+    return buf.getvalue()
+
+
+def test_a_zip_upload_is_unpacked_and_used_never_overwriting(at, demo64, tmp_path):
+    at.file_uploader(key="data_zip").set_value(("My roofs.zip", zip_of(demo64), "application/zip")).run()
+    at.button(key="unpack_zip").click().run()
+    dest = tmp_path / "data_root" / "uploads" / "My-roofs"
+    assert not at.exception and not at.error
+    assert at.session_state["dataset"] == str(dest)
+    assert len(list((dest / "images").iterdir())) == 12 and metrics(at)["Pairs"] == "10"
+    before = sorted(p.name for p in dest.rglob("*"))
+    at.button(key="unpack_zip").click().run()  # the same name again
+    assert "already exists" in at.error[0].value
+    assert sorted(p.name for p in dest.rglob("*")) == before
+    at.text_input(key="data_zip_name").input("second").run()
+    at.button(key="unpack_zip").click().run()
+    assert at.session_state["dataset"] == str(dest.parent / "second") and not at.error
+
+
+def test_a_file_that_is_not_a_zip_is_refused(at, demo64, tmp_path):
+    at.file_uploader(key="data_zip").set_value(("roofs.zip", b"not a zip", "application/zip")).run()
+    at.button(key="unpack_zip").click().run()
+    assert not at.exception and "is not a zip file" in at.error[0].value
+    assert at.session_state["dataset"] == str(demo64)
+    assert not (tmp_path / "data_root" / "uploads" / "roofs").exists()
+
+
+def test_dida_download_offline_shows_the_fetch_error(at, demo64, monkeypatch):
+    real = fetch.fetch_dida
+    # a closed local port: the real download code fails the way it does on an offline machine
+    monkeypatch.setattr(fetch, "fetch_dida", lambda dest: real(dest, url="http://127.0.0.1:9/dida.zip",
+                                                               timeout=2))
+    at.button(key="fetch_dida").click().run()
+    assert not at.exception
+    assert "Could not download the DIDA archive" in at.error[0].value
+    assert at.session_state["dataset"] == str(demo64)

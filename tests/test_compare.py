@@ -1,0 +1,154 @@
+"""Tests for roofseg.compare: the numbers and pictures the Compare and Runs pages show."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from roofseg import compare, predict, results, runs
+
+
+def make_kfold_run(runs_dir: Path, data: Path, name: str = "kfold-fake") -> Path:
+    """A hand-made finished 3-fold run without weights: val_dice = 0.1*epoch + 0.1*fold, so each
+    epoch's folds are (0.1, 0.2, 0.3) + 0.1*(epoch-1): mean 0.2 + 0.1*(epoch-1), std 0.1."""
+    d = Path(runs_dir) / f"20200101-000000-{name}"
+    d.mkdir(parents=True)
+    tiny_config(data, folds=3, name=name).save(d / "config.json")
+    runs.write_json(d / "status.json", {"state": "done", "created": 1.0e9})
+    for fold in range(3):
+        for epoch in (1, 2):
+            runs.append_metrics(d, {"fold": fold, "epoch": epoch, "train_loss": 1.0 / epoch,
+                                    "val_dice": 0.1 * epoch + 0.1 * fold, "epoch_s": 0.1})
+    runs.write_json(d / "summary.json", {"folds": 3, "val_dice": 0.3, "val_dice_std": 0.1,
+                                         "val_iou": 0.2, "val_iou_std": 0.05, "minutes": 0.5})
+    return d
+
+
+@pytest.fixture(scope="module")
+def two(finished_runs) -> list[Path]:
+    return runs.list_runs(finished_runs)
+
+
+def test_labels_are_names_or_ids_and_unique(tmp_path, demo64):
+    a, b = make_kfold_run(tmp_path, demo64, "same"), make_kfold_run(tmp_path / "x", demo64, "same")
+    c = tmp_path / "unnamed"
+    c.mkdir()
+    tiny_config(demo64).save(c / "config.json")
+    assert compare.labels([a, b, c]) == [f"same ({a.name})", f"same ({b.name})", "unnamed"]
+
+
+def test_config_diff_shows_only_differing_fields(two):
+    diff = compare.config_diff(two)
+    assert list(diff.index) == ["loss"]  # the fixture's two runs differ in nothing else
+    assert list(diff.columns) == compare.labels(two)
+    assert sorted(diff.loc["loss"]) == ["bce_dice", "dice"]
+    assert compare.config_diff(two[:1] * 2).empty
+
+
+def test_config_diff_lists_bookkeeping_fields_last(tmp_path, demo64):
+    a = make_kfold_run(tmp_path, demo64, "first")
+    b = make_kfold_run(tmp_path / "b", demo64, "second")
+    cfg = json.loads((b / "config.json").read_text())
+    cfg.update(lr=0.01, notes="higher lr")
+    (b / "config.json").write_text(json.dumps(cfg))
+    diff = compare.config_diff([a, b])
+    assert list(diff.index) == ["lr", "name", "notes"]
+    assert list(diff.loc["lr"]) == ["0.001", "0.01"] and diff.loc["notes", "first"] == "(empty)"
+
+
+def test_final_metrics_and_best(two, tmp_path, demo64):
+    k = make_kfold_run(tmp_path, demo64)
+    df = compare.final_metrics([*two, k])
+    assert list(df.index) == compare.labels([*two, k])
+    assert list(df["status"]) == ["done"] * 3 and list(df["folds"]) == [1, 1, 3]
+    for d, (_, row) in zip(two, df.iterrows()):
+        s = json.loads((d / "summary.json").read_text())
+        assert row["val_dice"] == pytest.approx(s["val_dice"]) and np.isnan(row["val_dice_std"])
+    assert df.loc["kfold-fake", "val_dice_std"] == pytest.approx(0.1)
+    best = compare.best_per_column(df)
+    assert best["val_dice"] == [df["val_dice"].idxmax()]
+    assert best["minutes"] == [df["minutes"].idxmin()]  # time: fewer is better
+    assert "val_recall" in best  # the real runs have it; the fake run's NaN is skipped
+
+
+def test_curves_holdout_has_no_band(two):
+    df = compare.curves(two, "val_dice")
+    assert set(df["label"]) == set(compare.labels(two))
+    assert list(df.groupby("run_id", sort=False)["epoch"].apply(list)) == [[1, 2], [1, 2]]
+    assert (df["n_folds"] == 1).all() and df["std"].isna().all() and df["lo"].isna().all()
+    rows, _ = runs.read_metrics(two[0])
+    assert list(df[df["run_id"] == two[0].name]["value"]) == pytest.approx([r["val_dice"] for r in rows])
+    assert "val_dice" in compare.curve_metrics(two) and "epoch" not in compare.curve_metrics(two)
+
+
+def test_curves_kfold_mean_and_std_band(tmp_path, demo64, two):
+    k = make_kfold_run(tmp_path, demo64)
+    df = compare.curves([k, two[0]], "val_dice")
+    kf = df[df["run_id"] == k.name].reset_index(drop=True)
+    assert df["run_id"].iloc[0] == k.name  # runs keep the order given
+    assert list(kf["epoch"]) == [1, 2] and list(kf["n_folds"]) == [3, 3]
+    assert list(kf["value"]) == pytest.approx([0.2, 0.3])
+    assert list(kf["std"]) == pytest.approx([0.1, 0.1])
+    assert list(kf["lo"]) == pytest.approx([0.1, 0.2]) and list(kf["hi"]) == pytest.approx([0.3, 0.4])
+    assert compare.curves([k], "no_such_metric").empty
+
+
+def test_image_table_one_row_per_shared_val_image(two):
+    df = compare.image_table(two)
+    per = [{r["name"]: r["dice"] for r in predict.read_per_image(d)} for d in two]
+    assert sorted(df["name"]) == sorted(per[0])  # same seed and split: the same val images
+    assert len(df) == len(set(df["name"])) == len(per[0])
+    for lab, p in zip(compare.labels(two), per):
+        assert list(df[f"dice {lab}"]) == pytest.approx([p[n] for n in df["name"]])
+    assert df["worst_dice"].tolist() == pytest.approx(df[[f"dice {lab}" for lab in compare.labels(two)]].min(axis=1).tolist())
+    assert df["disagreement"].between(0, 1).all()
+    assert df["disagreement"].is_monotonic_decreasing
+    assert compare.image_table(two, "worst_dice")["worst_dice"].is_monotonic_increasing
+    with pytest.raises(ValueError, match="sort must be one of"):
+        compare.image_table(two, "best")
+
+
+def test_image_table_is_empty_without_shared_predictions(two, tmp_path, demo64):
+    assert compare.image_table([two[0], make_kfold_run(tmp_path, demo64)]).empty
+
+
+def test_panels_shapes_and_dice(two, demo64):
+    name = compare.image_table(two)["name"].iloc[0]
+    p = compare.panels(two, None, name, alpha=0.6)  # None: the runs' own dataset
+    assert p["name"] == name
+    assert p["image"].shape == (64, 64, 3) and p["image"].dtype == np.uint8
+    assert p["ground_truth"].shape == (64, 64, 3)
+    per = {r["name"]: r["dice"] for r in predict.read_per_image(two[0])}
+    assert [r["label"] for r in p["runs"]] == compare.labels(two)
+    for r in p["runs"]:
+        assert r["overlay"].shape == (64, 64, 3) and r["error"] is None
+    assert p["runs"][0]["dice"] == pytest.approx(per[name])
+    assert not np.array_equal(p["runs"][0]["overlay"], p["image"])  # something is coloured
+
+
+def test_panels_without_a_prediction_says_why(two, tmp_path, demo64):
+    name = compare.image_table(two)["name"].iloc[0]
+    p = compare.panels([two[0], make_kfold_run(tmp_path, demo64)], demo64, name)
+    assert p["runs"][0]["overlay"] is not None
+    assert p["runs"][1]["overlay"] is None and "no validation prediction" in p["runs"][1]["error"]
+    assert np.isnan(p["runs"][1]["dice"])
+    with pytest.raises(ValueError, match="no image named"):
+        compare.panels(two, demo64, "not-an-image")
+
+
+def test_select_runs_filters_and_sorts(finished_runs, tmp_path, demo64):
+    rdir = tmp_path / "runs"
+    shutil.copytree(finished_runs, rdir, ignore=shutil.ignore_patterns("*.pt", "predictions"))
+    make_kfold_run(rdir, demo64)
+    table = results.rebuild(rdir)
+    assert len(compare.select_runs(table)) == 3
+    only = compare.select_runs(table, {"loss": ["dice"], "status": []})
+    assert len(only) == 1 and only["loss"].iloc[0] == "dice"
+    by = compare.select_runs(table, sort_by="val_dice", ascending=False)
+    assert by["val_dice"].is_monotonic_decreasing
+    assert pd.api.types.is_datetime64_any_dtype(by["created"])

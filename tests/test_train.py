@@ -1,0 +1,198 @@
+"""End-to-end training on tiny data: a run folder holds everything the app and the CLI read.
+
+These are the must-have CI checks: a holdout run and a k-fold run write every file with the right
+names, sizes and values; the same seed gives the same numbers; the hook sees every event;
+preflight refuses bad runs before a folder exists.
+"""
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_config
+from roofseg import data, predict, runs, train, worker
+from roofseg.config import RunConfig
+from roofseg.models import ModelError
+
+ROW_KEYS = {"fold", "epoch", "train_loss", "val_loss", "val_dice", "val_iou", "val_precision",
+            "val_recall", "val_accuracy", "val_dice_img", "val_iou_img", "lr", "epoch_s",
+            "best_val_dice", "time"}
+
+
+def stems(folder):
+    return sorted(p.stem for p in folder.iterdir())
+
+
+def check_run_folder(run_dir, data_dir, epochs: int, folds: int = 0) -> dict:
+    """Assert a finished run folder is complete and consistent; return its summary."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    labelled = sorted(set(stems(data_dir / "labels")) - set(summary["excluded"]))
+    unlabeled = sorted(set(stems(data_dir / "images")) - set(stems(data_dir / "labels")))
+    cfg = RunConfig.load(run_dir / "config.json")
+    # status: done, with the worker's pid and times in order
+    st = json.loads((run_dir / "status.json").read_text())
+    assert st["state"] == "done", st
+    assert isinstance(st["pid"], int) and st["created"] <= st["started"] <= st["ended"]
+    # metrics: one flushed row per epoch and fold, every column a plotter expects
+    rows, bad = runs.read_metrics(run_dir)
+    n_models = folds if folds >= 2 else 1
+    assert bad == 0 and len(rows) == epochs * n_models
+    for r in rows:
+        assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
+        assert all(math.isfinite(r[k]) for k in ROW_KEYS), r
+        assert 0 <= r["val_dice"] <= 1 and r["lr"] > 0 and r["epoch_s"] > 0
+    assert [(r["fold"], r["epoch"]) for r in rows] == [(f, e) for f in range(n_models)
+                                                       for e in range(1, epochs + 1)]
+    # weights: one file per model, the config frozen inside, loadable without running code
+    names = ["best.pt"] if n_models == 1 else [f"best_fold{i}.pt" for i in range(n_models)]
+    assert [p.name for p in runs.checkpoint_paths(run_dir)] == names
+    for i, name in enumerate(names):
+        ck = runs.load_checkpoint(run_dir / name)
+        assert ck["config"] == cfg.to_dict() and ck["fold"] == i
+        fold_rows = [r for r in rows if r["fold"] == i]
+        best = max(fold_rows, key=lambda r: r["val_dice"])
+        assert ck["val_dice"] == best["val_dice"] and ck["epoch"] == best["epoch"]
+        assert summary["per_fold"][i]["val_dice"] == best["val_dice"]
+    _, frozen = predict.load_model(run_dir / names[0])  # rebuilds from the config inside
+    assert frozen == cfg
+    # summary
+    assert summary["folds"] == n_models and summary["epochs"] == epochs and summary["pairs"] == len(labelled)
+    assert 0 <= summary["val_dice"] <= 1 and len(summary["per_fold"]) == n_models
+    # per-image rows and predicted masks: every validation image once, at its file's size
+    per_img = json.loads((run_dir / "per_image.json").read_text())
+    val_names = [r["name"] for r in per_img]
+    assert len(val_names) == len(set(val_names)) and set(val_names) <= set(labelled)
+    for r in per_img:
+        assert 0 <= r["dice"] <= 1 and r["tp"] + r["fp"] + r["fn"] + r["tn"] > 0
+    pred = run_dir / "predictions"
+    assert stems(pred / "val") == stems(pred / "val_prob") == sorted(val_names)
+    assert stems(pred / "test") == stems(pred / "test_prob") == unlabeled
+    for sub, src in (("val", "images"), ("val_prob", "images"), ("test", "images"), ("test_prob", "images")):
+        for p in (pred / sub).iterdir():
+            assert p.suffix == ".png"
+            im = Image.open(p)
+            assert im.mode == "L" and im.size == Image.open(data_dir / src / p.name).size, p
+            if sub in ("val", "test"):
+                assert set(np.unique(np.asarray(im))) <= {0, 255}, p
+    # log and environment
+    log = (run_dir / "log.txt").read_text()
+    assert "started" in log and log.rstrip().endswith("done")
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["torch"] and env["smp"] and "torchvision_guard" in env
+    return summary
+
+
+def run_with_hook(cfg, runs_dir):
+    events = []
+    d = runs.create_run(cfg, runs_dir)
+    st = worker.execute(d, hook=lambda event, info: events.append((event, info)), wait_for_slot=False)
+    assert st["state"] == "done", st
+    return d, events
+
+
+# ---------------------------------------------------------------------------------------------
+def test_holdout_run_folder_is_complete(finished_runs, demo64):
+    for d in runs.list_runs(finished_runs):
+        summary = check_run_folder(d, demo64, epochs=2)
+        assert len(json.loads((d / "per_image.json").read_text())) == 2  # round(10 * 0.2)
+        assert summary["val_dice_std"] == 0.0
+
+
+def test_same_seed_same_numbers_and_hook_events(finished_runs, demo64, tmp_path):
+    # the same config as finished_runs' bce_dice run: a second run must reproduce it exactly
+    ref = next(d for d in runs.list_runs(finished_runs)
+               if RunConfig.load(d / "config.json").loss == "bce_dice")
+    d, events = run_with_hook(tiny_config(demo64, loss="bce_dice"), tmp_path)
+    keys = ("train_loss", "val_loss", "val_dice", "lr")
+    got = [[r[k] for k in keys] for r in runs.read_metrics(d)[0]]
+    want = [[r[k] for k in keys] for r in runs.read_metrics(ref)[0]]
+    assert got == want
+    assert stems(d / "predictions" / "val") == stems(ref / "predictions" / "val")  # same split
+    # the hook: start, one epoch event per epoch, the fold's end, the end
+    assert [e for e, _ in events] == ["start", "epoch", "epoch", "fold_end", "end"]
+    start, end = events[0][1], events[-1][1]
+    assert start["pairs"] == 10 and start["epochs"] == 2 and start["device"] == "cpu"
+    assert events[1][1]["epoch"] == 1 and "val_dice" in events[2][1]
+    assert end == json.loads((d / "summary.json").read_text())
+
+
+def odd_sized_copy(demo64, dst):
+    """demo64 with two labelled images and one unlabeled image at 70x50 instead of 64x64."""
+    shutil.copytree(demo64, dst)
+    labelled = stems(dst / "labels")
+    unlabeled = sorted(set(stems(dst / "images")) - set(labelled))
+    for s in labelled[:2] + unlabeled[:1]:
+        for sub, how in (("images", Image.BILINEAR), ("labels", Image.NEAREST)):
+            p = dst / sub / f"{s}.png"
+            if p.exists():
+                Image.open(p).resize((70, 50), how).save(p)
+    return dst
+
+
+def test_kfold_run_folder(demo64, tmp_path):
+    data_dir = odd_sized_copy(demo64, tmp_path / "data")
+    d, events = run_with_hook(tiny_config(data_dir, folds=3, epochs=1), tmp_path / "runs")
+    summary = check_run_folder(d, data_dir, epochs=1, folds=3)
+    assert [e for e, _ in events].count("fold_end") == 3
+    vals = [f["val_dice"] for f in summary["per_fold"]]
+    assert summary["val_dice"] == pytest.approx(np.mean(vals))
+    assert summary["val_dice_std"] == pytest.approx(np.std(vals, ddof=1))
+    assert len(summary["best_epoch"]) == 3
+    # out-of-fold: every labelled image predicted exactly once, by the model that did not see it
+    per_img = json.loads((d / "per_image.json").read_text())
+    assert sorted(r["name"] for r in per_img) == stems(data_dir / "labels")
+    assert sorted({r["fold"] for r in per_img}) == [0, 1, 2]
+    assert sorted(sum(1 for r in per_img if r["fold"] == f) for f in range(3)) == [3, 3, 4]
+    assert "oof_dice_img" in summary
+
+
+# ---------------------------------------------------------------------------------------------
+# preflight: refuse before a run folder is made
+@pytest.mark.parametrize("kw, error, text", [
+    (dict(batch_size=9), data.DataError, "batch_size=9 is larger than the 8 training images"),
+    # k-fold: 10 pairs in 3 folds of 4/3/3 -> the smallest training set has 6 images
+    (dict(folds=3, batch_size=7), data.DataError, "batch_size=7 is larger than the 6 training images"),
+    (dict(folds=11), data.DataError, "folds=11 is more than the 10 usable"),
+    (dict(arch="DPT", encoder="resnet18"), ModelError, "DPT with encoder resnet18 does not build"),
+    (dict(arch="PAN"), ModelError, "PAN with encoder resnet18 cannot run on 64x64 inputs"),
+    (dict(encoder="resnet19"), ModelError, "unknown encoder 'resnet19'"),
+    (dict(encoder_weights="/nonexistent/w.pth"), FileNotFoundError, "w.pth: file not found"),
+    (dict(init_from="/nonexistent/run"), FileNotFoundError, "no best"),
+])
+def test_preflight_refuses(demo64, kw, error, text):
+    with pytest.raises(error, match=text.replace("(", r"\(")):
+        train.preflight(tiny_config(demo64, **kw))
+
+
+def test_preflight_accepts_what_fit_accepts(demo64):
+    rep = train.preflight(tiny_config(demo64, folds=3, batch_size=6))
+    assert rep.n_pairs == 10
+    train.preflight(tiny_config(demo64, batch_size=8))
+    train.preflight(tiny_config(demo64, arch="PAN", image_size=128))
+
+
+def test_preflight_missing_data(tmp_path):
+    with pytest.raises(data.DataError, match="nowhere: dataset folder not found"):
+        train.preflight(tiny_config(tmp_path / "nowhere"))
+
+
+def test_preflight_counts_only_usable_pairs(demo_copy):
+    labelled = stems(demo_copy / "labels")
+    for s in labelled[1:]:
+        shutil.copyfile(demo_copy / "labels" / f"{labelled[0]}.png", demo_copy / "labels" / f"{s}.png")
+    with pytest.raises(data.DataError, match="1 usable labelled pair"):
+        train.preflight(tiny_config(demo_copy))
+    train.preflight(tiny_config(demo_copy, exclude_flagged=False))
+
+
+def test_training_error_becomes_failed_status(demo_copy, tmp_path):
+    d = runs.create_run(tiny_config(demo_copy), tmp_path / "runs")
+    shutil.rmtree(demo_copy)  # the data vanished between launch and start
+    st = worker.execute(d, wait_for_slot=False)
+    assert st["state"] == "failed" and "dataset folder not found" in st["error"]
+    log = (d / "log.txt").read_text()
+    assert "Traceback" in log and "failed: DataError" in log
+    assert json.loads((d / "status.json").read_text())["state"] == "failed"

@@ -13,5 +13,6 @@ PAGES = [
     st.Page("pages/runs.py", title="Runs", icon="📋"),
     st.Page("pages/compare.py", title="Compare", icon="🔍"),
     st.Page("pages/predict.py", title="Predict", icon="🖼️"),
+    st.Page("pages/sweeps.py", title="Sweeps", icon="🎛️"),
 ]
 st.navigation(PAGES).run()

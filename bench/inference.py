@@ -7,7 +7,9 @@ them from the upload or the dataset). Two figures, alternated cold/warm in one p
 - cold: predict_images as it is, which loads the models from disk on every call;
 - warm: the same call with the models already loaded (predict.load_run_models answered from
   memory for the duration, so exactly the same code runs minus the loading).
-The first cold call of the process (lazy torch/smp initialisation) is reported on its own.
+Both are timed for each --threads setting (default: torch's default, which the app gets, and 1),
+the settings alternating rep by rep. The first call of the process (lazy torch/smp
+initialisation) is reported on its own.
 
 Without --run, a tiny 1-epoch run (or --folds k models) is trained first into a temporary runs
 dir; that training is not timed. Predictions do not depend on how well the model is trained.
@@ -90,6 +92,8 @@ def main() -> None:
     train_s = None
     if args.run:
         run_dir = Path(args.run)
+        if not runs.checkpoint_paths(run_dir):
+            p.error(f"--run {run_dir}: no best*.pt weights there (a finished run folder is needed)")
     else:
         tmp = tempfile.TemporaryDirectory(prefix="roofseg-bench-runs-")
         keep.append(tmp)

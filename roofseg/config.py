@@ -66,19 +66,19 @@ class RunConfig:
     encoder_weights: str = "none"     # none | imagenet | path to a local encoder weights file
     init_from: str = ""               # run folder (or id) whose best weights to fine-tune from
     # optimisation
-    loss: str = "bce_dice"
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    loss: str = "bce_dice"            # loss on logits (smp.losses): bce, dice, ..., bce_dice
+    optimizer: str = "adamw"          # adam | adamw | sgd | rmsprop | adagrad | nadam | radam
+    lr: float = 1e-3                  # peak learning rate
+    weight_decay: float = 1e-4        # L2 / decoupled weight decay
     momentum: float = 0.9             # sgd and rmsprop only
     schedule: str = "cosine"          # constant | cosine (with warm-up) | onecycle
     warmup_epochs: int = 1            # cosine only
-    epochs: int = 30
-    batch_size: int = 4
+    epochs: int = 30                  # epochs per model (per fold with k-fold)
+    batch_size: int = 4               # images per optimizer step
     # validation
     val_fraction: float = 0.2         # holdout fraction when folds < 2
     folds: int = 0                    # k >= 2: k-fold cross-validation, one model per fold
-    seed: int = 0
+    seed: int = 0                     # seeds splits, init and augmentation
     threshold: float = 0.5            # probability above which a pixel is roof
     # runtime
     device: str = "auto"              # auto = cuda when present, else cpu
@@ -86,7 +86,7 @@ class RunConfig:
     num_threads: int = 0              # torch CPU threads; 0 = torch's default
     # bookkeeping
     name: str = ""                    # free-text run name (never used as a path)
-    notes: str = ""
+    notes: str = ""                   # free text shown in the Runs table
     sweep: str = ""                   # sweep tag when the run is a sweep trial
 
     # ---------------------------------------------------------------------------------------

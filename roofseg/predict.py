@@ -69,7 +69,8 @@ def resize_prob(prob: np.ndarray, hw) -> np.ndarray:
 
 
 def mask_png(prob: np.ndarray, threshold: float) -> bytes:
-    return _png(((prob > threshold) * 255).astype(np.uint8))
+    # >= like smp.metrics.get_stats, so a saved mask is exactly what the metrics counted
+    return _png(((prob >= threshold) * 255).astype(np.uint8))
 
 
 def prob_png(prob: np.ndarray) -> bytes:

@@ -27,7 +27,8 @@ from .config import RunConfig
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 HOST = socket.gethostname()  # a run's pid means something only on the host that wrote it
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,120}\Z")
+_children: dict[int, subprocess.Popen] = {}  # workers this process launched, reaped via poll()
 
 
 class RunError(ValueError):
@@ -180,8 +181,9 @@ def _alive(pid: int, run_dir: Path, start: str | None = None) -> bool:
     """True when pid is a live (not zombie) process that belongs to this run: its recorded start
     time matches (`start`, from status.json's pid_start), else its command line names the run."""
     try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own finished child
-    except (ChildProcessError, OSError):
+        if pid in _children and _children[pid].poll() is not None:  # reap our own finished worker
+            del _children[pid]
+    except OSError:
         pass
     try:
         os.kill(pid, 0)
@@ -202,6 +204,8 @@ def _alive(pid: int, run_dir: Path, start: str | None = None) -> bool:
 
 def set_status(run_dir, **fields) -> dict:
     st = read_json(Path(run_dir) / "status.json", {}) or {}
+    if "pid" in fields and "pid_start" not in fields:
+        st.pop("pid_start", None)  # it described the previous pid
     st.update(fields)
     write_json(Path(run_dir) / "status.json", st)
     return st
@@ -235,6 +239,7 @@ def launch(cfg: RunConfig, runs_dir="runs") -> Path:
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env, cwd=os.getcwd())
     log.close()
+    _children[proc.pid] = proc
     set_status(d, pid=proc.pid)
     return d
 
@@ -267,7 +272,8 @@ def cancel(run_dir, grace: float = 5.0) -> dict:
                 time.sleep(0.05)
             if not _alive(int(pid), run_dir, start):
                 break
-    st = read_json(run_dir / "status.json", {}) or {}
+    st = read_json(run_dir / "status.json", {})
+    st = st if isinstance(st, dict) else {}
     if st.get("state") in ACTIVE or st.get("state") == "failed":
         st = set_status(run_dir, state="cancelled", ended=time.time(), error="cancelled by the user")
     return st

@@ -449,10 +449,10 @@ def cancel_sweep(name: str, runs_dir="runs", grace: float = 10.0) -> dict:
         _reap(study, spec, runs_dir, run_state="cancelled", why=f"sweep {name} cancelled")
     trials = study.get_trials(deepcopy=False)
     return {"stopped": [w["pid"] for w in local], "elsewhere": len(workers(name, runs_dir)),
-            "interrupted": [n for n in running if _interrupted(trials[n])]}
+            "interrupted": [n for n in running if is_interrupted(trials[n])]}
 
 
-def _interrupted(t) -> bool:
+def is_interrupted(t) -> bool:
     """A failed trial that says nothing about its params: its worker was killed or stopped (a
     trial failed by optuna's heartbeat check carries no reason of ours)."""
     from optuna.trial import TrialState
@@ -462,21 +462,19 @@ def _interrupted(t) -> bool:
 
 def counted_trials(study) -> int:
     from optuna.trial import TrialState
-    return sum(t.state != TrialState.WAITING and not _interrupted(t)
+    return sum(t.state != TrialState.WAITING and not is_interrupted(t)
                for t in study.get_trials(deepcopy=False))
 
 
 def _stale_callback(runs_dir: Path):
     """For optuna's heartbeat check (database storage): a trial whose worker went silent on any
-    host is failed by optuna; mark its run folder and queue its params again (once)."""
+    host is failed by optuna; mark its run folder (the next ask queues its params again)."""
     def callback(study, t) -> None:
         if t.user_attrs.get("run_id"):
             d = runs_dir / t.user_attrs["run_id"]
             if (runs.read_json(d / "status.json", {}) or {}).get("state") in runs.ACTIVE:
                 runs.set_status(d, state="failed", ended=time.time(),
                                 error="its sweep worker stopped sending heartbeats")
-        if t.params and "retry_of" not in t.user_attrs:
-            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
     return callback
 
 
@@ -506,7 +504,7 @@ def trials_frame(name: str, runs_dir="runs", storage: str | None = None) -> pd.D
             "trial": t.number, "state": t.state.name.lower(), "value": t.value, "run_id": run_id,
             "run_state": st.get("state"),
             "seconds": (end - t.datetime_start).total_seconds() if end and t.datetime_start else None,
-            "last_epoch": t.last_step, "interrupted": _interrupted(t),
+            "last_epoch": t.last_step, "interrupted": is_interrupted(t),
             "reason": t.user_attrs.get("fail_reason")
             or (st.get("error") if t.state.name == "PRUNED" else None),
             "retry_of": t.user_attrs.get("retry_of"),

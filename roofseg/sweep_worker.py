@@ -20,8 +20,9 @@ from pathlib import Path
 
 from . import runs, worker
 from .config import ConfigError, RunConfig, incompatible
-from .sweep import (HEARTBEAT_S, SweepSpec, counted_trials, load_spec, make_pruner, make_sampler,
-                    open_study, pid_alive, register_worker, study_storage, sweep_dir, trials_frame)
+from .sweep import (HEARTBEAT_S, SweepSpec, counted_trials, is_interrupted, load_spec, make_pruner,
+                    make_sampler, open_study, pid_alive, register_worker, study_storage, sweep_dir,
+                    trials_frame)
 
 
 @contextlib.contextmanager
@@ -65,17 +66,29 @@ def _tell(study, trial, **kw) -> None:
 
 
 def _fail(study, t, reason: str, interrupted: bool = False) -> None:
-    """Tell FAIL with the reason; an interrupted trial is queued again (once) with its params."""
+    """Tell FAIL with the reason (an interrupted trial is queued again by _retry_missing)."""
     from optuna.trial import TrialState
     _annotate(study, t, fail_reason=reason, interrupted=interrupted)
     _tell(study, t.number, state=TrialState.FAIL)
-    if interrupted and t.params and "retry_of" not in t.user_attrs:
-        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+
+
+def _retry_missing(study) -> None:
+    """Queue once more, with the same params, every interrupted trial not queued again yet (not a
+    retry itself). Derived from the study under the ask lock rather than done right after the
+    failure, so a worker killed in between loses nothing and nothing is queued twice."""
+    trials = study.get_trials(deepcopy=False)
+    queued = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if is_interrupted(t) and t.params and "retry_of" not in t.user_attrs and t.number not in queued:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
 
 
 def _reap(study, spec, runs_dir, run_state="failed", why=None) -> list[int]:
-    """Finish the RUNNING trials whose worker on this host is gone. A run that completed before
-    its worker died still counts (its value is in summary.json); the rest are interrupted."""
+    """Under the ask lock: finish the RUNNING trials whose worker on this host is gone (a run that
+    completed before its worker died still counts: its value is in summary.json; the rest are
+    interrupted), let optuna fail those of silent workers elsewhere (database heartbeats), and
+    queue interrupted trials again. Returns the numbers of the trials finished here."""
+    import optuna
     from optuna.trial import TrialState
     done = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -93,6 +106,9 @@ def _reap(study, spec, runs_dir, run_state="failed", why=None) -> list[int]:
                 runs.set_status(run_dir, state=run_state, ended=time.time(), error=reason)
             _fail(study, t, reason, interrupted=True)
         done.append(t.number)
+    if _is_rdb(study_storage(spec, runs_dir)):
+        optuna.storages.fail_stale_trials(study)
+    _retry_missing(study)
     return done
 
 
@@ -150,29 +166,29 @@ def run_worker(name: str, runs_dir="runs", storage: str | None = None, n_trials:
     def on_term(signum, frame):
         term.append(signum)
 
+    def guard() -> None:  # worker.execute leaves SIG_DFL behind, which would kill us mid-bookkeeping
+        signal.signal(signal.SIGTERM, on_term)
+
     def stopping() -> bool:
         return bool(term) or (d / "STOP").exists()
     ran: list[int] = []
     try:
         while (n_trials is None or len(ran) < n_trials) and not stopping():
-            signal.signal(signal.SIGTERM, on_term)  # execute() leaves SIG_DFL behind
+            guard()
             with _ask_lock(spec, runs_dir):
                 _reap(study, spec, runs_dir)
-                if _is_rdb(stor):
-                    import optuna
-                    optuna.storages.fail_stale_trials(study)
                 if counted_trials(study) >= spec.budget() or stopping():
                     break
                 trial = study.ask(spec.distributions())
                 trial.set_user_attr("worker", me)
             try:
                 with _heartbeat(stor, trial):
-                    outcome = _run_trial(study, trial, spec, runs_dir, wait_for_slot, hook, stopping)
-            except BaseException as e:  # this process lives on (a caller's Ctrl-C, a bug): no stale trial
+                    outcome = _run_trial(study, trial, spec, runs_dir, wait_for_slot, hook, stopping,
+                                         guard)
+            except BaseException as e:  # this process lives on (Ctrl-C, a bug): leave no stale trial
                 with contextlib.suppress(Exception):  # already told: nothing to do
                     _fail(study, trial, f"worker stopped: {type(e).__name__}: {e}", interrupted=True)
                 raise
-            signal.signal(signal.SIGTERM, on_term)
             ran.append(trial.number)
             if hook:
                 frame = trials_frame(name, runs_dir, storage)
@@ -182,6 +198,8 @@ def run_worker(name: str, runs_dir="runs", storage: str | None = None, n_trials:
             if outcome == "interrupted":
                 break
     finally:
+        with contextlib.suppress(Exception), _ask_lock(spec, runs_dir):
+            _retry_missing(study)  # this worker's interrupted trial, if any, at once
         signal.signal(signal.SIGTERM, before)
         (d / "workers" / f"{runs.HOST}-{os.getpid()}.json").unlink(missing_ok=True)
     return ran
@@ -192,8 +210,10 @@ def _is_rdb(storage) -> bool:
     return isinstance(storage, RDBStorage)
 
 
-def _run_trial(study, trial, spec: SweepSpec, runs_dir, wait_for_slot, user_hook, stopping) -> str:
-    """One trial as a run folder; returns its outcome: complete | pruned | failed | interrupted | ctrl-c."""
+def _run_trial(study, trial, spec: SweepSpec, runs_dir, wait_for_slot, user_hook, stopping,
+               guard=lambda: None) -> str:
+    """One trial as a run folder; returns its outcome: complete | pruned | failed | interrupted |
+    ctrl-c. guard() re-installs the worker's SIGTERM handler once worker.execute has reset it."""
     from optuna.trial import TrialState
     from .results import rebuild
     n, params = trial.number, dict(trial.params)
@@ -213,8 +233,6 @@ def _run_trial(study, trial, spec: SweepSpec, runs_dir, wait_for_slot, user_hook
         _fail(study, trial, reason)
         rebuild(runs_dir)
         return "failed"
-    # the worker trains in this process: its start time tells runs.status it is alive
-    runs.set_status(run_dir, host=runs.HOST, pid=os.getpid(), pid_start=runs.process_start(os.getpid()))
 
     def hook(event, info):
         if user_hook:
@@ -233,7 +251,9 @@ def _run_trial(study, trial, spec: SweepSpec, runs_dir, wait_for_slot, user_hook
 
     try:
         st = worker.execute(run_dir, hook=hook, wait_for_slot=wait_for_slot)
+        guard()
     except _Pruned as p:
+        guard()
         msg = f"pruned by the {spec.pruner} pruner at epoch {p.epoch}"
         runs.set_status(run_dir, state="cancelled", ended=time.time(), error=msg, pruned_at=p.epoch)
         with open(run_dir / "log.txt", "a") as f:

@@ -4,7 +4,9 @@ One real subprocess trains (the entry point as a user runs it); the other comman
 cli.main in-process, which is the same code without the interpreter start-up.
 """
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -134,8 +136,10 @@ def test_predict_refuses_to_overwrite(trained, images, tmp_path, capsys):
 
 
 def test_foreground_run_is_seen_running_and_can_be_cancelled(demo64, tmp_path):
-    # a run trained in a terminal is shown by `runs`/the app and stopped by `cancel`/Cancel
-    proc = subprocess.Popen([sys.executable, "-m", "roofseg", "train", "--data", str(demo64),
+    # a run trained in another terminal (or a script: through sh, so that it is not our child and
+    # shares sh's process group) is shown by `runs`/the app as running and stopped by `cancel`
+    proc = subprocess.Popen(["sh", "-c", '"$@"; echo "exit status $?" >&2', "sh",
+                             sys.executable, "-m", "roofseg", "train", "--data", str(demo64),
                              "--runs-dir", str(tmp_path), "--epochs", "500", "--num-threads", "1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -147,9 +151,13 @@ def test_foreground_run_is_seen_running_and_can_be_cancelled(demo64, tmp_path):
         assert runs.status(run)["state"] == "running"  # not taken for a dead process
         assert runs.cancel(run)["state"] == "cancelled"
         out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 1 and "error: run cancelled" in err
+        assert "error: run cancelled" in err and err.rstrip().endswith("exit status 1")
         assert runs.status(run)["state"] == "cancelled"
-    finally:
+    finally:  # on failure, leave no training process behind (sh's child is not ours to reap)
+        for run in runs.list_runs(tmp_path):
+            st = runs.status(run)  # checks the pid is still this run's process
+            if st["state"] in runs.ACTIVE and st.get("pid"):
+                os.kill(st["pid"], signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
             proc.communicate()

@@ -42,20 +42,15 @@ def gone(pid) -> bool:
 
 @pytest.fixture
 def launched():
-    """Run folders this test launched; their process groups are killed at teardown if still alive."""
+    """Run folders this test launched; a worker still alive at teardown is killed."""
     dirs = []
     yield dirs
     for d in dirs:
-        try:
-            pid = pid_of(d)
-        except (FileNotFoundError, KeyError, ValueError):
-            continue
-        if not gone(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        wait_for(lambda: gone(pid), f"pid {pid} to end", 10)
+        st = runs.status(d)  # active only while the recorded pid is still this run's worker
+        if st["state"] in runs.ACTIVE and st.get("pid"):
+            pid = int(st["pid"])
+            os.killpg(pid, signal.SIGKILL)
+            wait_for(lambda: gone(pid), f"pid {pid} to end", 10)
 
 
 def running_with_metrics(d) -> bool:
@@ -177,6 +172,8 @@ def test_status_tells_a_reused_pid_by_its_start_time(demo64, tmp_path):
     assert runs.status(d)["state"] == "running"  # this very process: alive, whatever its cmdline
     runs.set_status(d, pid_start="1")             # same pid, another start time: a recycled pid
     assert runs.status(d)["state"] == "failed"
+    runs.set_status(d, state="running", pid=12345)  # a new pid without a start time ...
+    assert "pid_start" not in json.loads((d / "status.json").read_text())  # ... drops the old one
 
 
 def test_status_without_status_file(demo64, tmp_path):

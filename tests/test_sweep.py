@@ -161,6 +161,34 @@ def test_cancel_stops_background_workers_and_resume_finishes(demo64, tmp_path):
     assert after.retry_of.dropna().tolist() == stopped.trial.tolist()
 
 
+def test_reaping_is_idempotent_and_loses_no_retry(demo64, tmp_path):
+    """The bookkeeping a killed worker leaves half done, repaired by the next ask, without training:
+    a RUNNING trial of a dead worker (killed before its run folder existed), and a trial told
+    FAIL (interrupted) by a worker killed before it queued the retry."""
+    from roofseg import sweep_worker
+    runs_dir = tmp_path / "runs"
+    spec = SweepSpec(name="reap", base=tiny_config(demo64).to_dict(), sampler="random", trials=5,
+                     space={"lr": {"low": 1e-4, "high": 3e-3, "log": True}})
+    sweep.create_sweep(spec, runs_dir)
+    study = sweep.open_study(sweep.load_spec("reap", runs_dir), runs_dir)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    a = study.ask(spec.validate().distributions())
+    a.set_user_attr("worker", {"host": runs.HOST, "pid": int(dead), "start": "1"})
+    b = study.ask(spec.validate().distributions())
+    sweep_worker._fail(study, b, "sweep reap cancelled", interrupted=True)  # and then killed
+    for _ in range(2):  # twice: the second pass finds nothing to do
+        with sweep_worker._ask_lock(spec, runs_dir):
+            sweep_worker._reap(study, spec, runs_dir)
+    f = sweep.trials_frame("reap", runs_dir).set_index("trial")
+    assert f.loc[0, "state"] == "fail" and f.loc[0, "interrupted"] and "ended during" in f.loc[0, "reason"]
+    assert f.loc[1, "state"] == "fail" and f.loc[1, "interrupted"]
+    retries = f[f.state == "waiting"]
+    assert sorted(retries.retry_of) == [0, 1]
+    assert sorted(retries.lr) == pytest.approx(sorted([a.params["lr"], b.params["lr"]]))
+    assert sweep.progress("reap", runs_dir)["counted"] == 0  # interrupted trials use no budget
+
+
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: two worker processes on one study
 def _pg_bindir() -> Path | None:

@@ -148,12 +148,19 @@ def show_report(path: Path) -> data.DataReport | None:
     cols[5].metric("Roof fraction", f"{rep.roof_fraction:.1%}", help="mean share of roof pixels")
     st.caption(f"Image sizes: {_tally(rep.sizes)} · image modes: {_tally(rep.modes)} · "
                f"label modes: {_tally(rep.label_modes)}")
+    if rep.unreadable:
+        st.error(f"{len(rep.unreadable)} file(s) cannot be read and are left out: "
+                 + "; ".join(f"{Path(f).name} ({why})" for f, why in rep.unreadable.items()))
+    if not rep.n_pairs:
+        st.info("No labelled pairs: prediction-only data. The Predict page can use it; training "
+                "needs images with labels (labels/<same name>).")
     findings = ([(s, f"flagged: {why}") for s, why in rep.flagged.items()]
                 + [(f, f"unreadable: {why}") for f, why in rep.unreadable.items()]
-                + [(f, "label without an image") for f in rep.orphan_labels])
+                + [(f, "label without an image") for f in rep.orphan_labels]
+                + [(s, f"warning (kept): {why}") for s, why in rep.warnings.items()])
     if findings:
         st.warning(f"{len(findings)} finding(s); flagged pairs are left out of training "
-                   "unless the run's exclude_flagged is off.")
+                   "unless the run's exclude_flagged is off; warned ones are trained on.")
         st.dataframe(pd.DataFrame(findings, columns=["image or file", "finding"]), hide_index=True)
     else:
         st.success("No problems found.")

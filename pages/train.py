@@ -115,6 +115,11 @@ def curves(run_dir) -> None:
         col.altair_chart(chart, width="stretch")
 
 
+def _bad_lines(run_dir, n: int) -> None:
+    if n:  # a power cut mid-write: the rest of the file is still read
+        st.warning(f"{run_dir.name}/metrics.jsonl: {n} unreadable line(s) skipped")
+
+
 def show_active(run_dir) -> None:
     p = progress.progress(run_dir)
     with st.container(border=True):
@@ -127,6 +132,7 @@ def show_active(run_dir) -> None:
         if p["state"] == "queued":
             st.progress(0.0, text="queued: waiting for a free training slot")
             return
+        _bad_lines(run_dir, p["bad_lines"])
         fold = f" · fold {p['fold'] + 1}/{p['folds']}" if p["folds"] > 1 else ""
         st.progress(p["fraction"], text=f"epoch {p['done']}/{p['total']}{fold} · elapsed "
                                         f"{_duration(p['elapsed_s'])} · ETA {_duration(p['eta_s'])}")
@@ -166,6 +172,7 @@ def recent_runs(runs_dir) -> None:
         st.session_state["selected_runs"] = ok
         st.switch_page("pages/compare.py")
     for d, r in zip(done, table.to_dict("records")):
+        _bad_lines(d, runs.read_metrics(d)[1])
         if r["status"] == "failed":
             st.error(f"{r['name'] or d.name} failed: {r['error']}")
             with st.expander(f"Last lines of {d.name}/log.txt"):

@@ -19,15 +19,18 @@ MEAN = (0.485, 0.456, 0.406, 0.5)
 STD = (0.229, 0.224, 0.225, 0.5)
 
 
-def build_augment(preset: str, seed: int = 0, crop: int = 0):
+def build_augment(preset: str, seed: int = 0, crop: int = 0, square: bool = True):
     """Return (geometric, colour) albumentations pipelines for a preset name, or (None, None).
 
     crop > 0 prepends a random crop of crop x crop pixels (applied even with preset 'none').
+    square=False leaves out 90° rotations, which would turn H x W items into W x H ones that
+    cannot share a batch (the flips still give 180°).
     """
     crops = [A.RandomCrop(crop, crop)] if crop else []
     if preset == "none":
         return (A.Compose(crops, seed=seed) if crops else None), None
-    geo = crops + [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]
+    geo = crops + [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+    geo += [A.RandomRotate90(p=0.5)] if square or crop else []
     colour = []
     if preset == "strong":
         geo.append(A.Affine(translate_percent=(-0.06, 0.06), scale=(0.9, 1.1), rotate=(-30, 30),
@@ -51,7 +54,7 @@ class SegDataset(torch.utils.data.Dataset):
                  augment: str = "none", seed: int = 0, crop: int = 0):
         self.images, self.masks, self.c = images, masks, in_channels
         crop = crop if 0 < crop < min(images.shape[1:3]) else 0
-        self.geo, self.colour = build_augment(augment, seed, crop)
+        self.geo, self.colour = build_augment(augment, seed, crop, images.shape[1] == images.shape[2])
 
     def __len__(self):
         return len(self.images)

@@ -83,19 +83,21 @@ def load_image(path) -> np.ndarray:
 def load_label(path) -> np.ndarray:
     """Decode a mask to (H, W) uint8 0/1.
 
-    8-bit greyscale with anti-aliased edges is binarised at >= 128; 0/1 masks stay as they are;
-    RGB(A) masks count a pixel as roof when any colour channel is >= 128; 16-bit masks are scaled.
+    8-bit greyscale with anti-aliased edges is binarised at >= 128 (so {0, 128} masks work);
+    integer masks whose values all stay below 128 (0/1 masks, class-index masks such as {0, 1, 2})
+    count every non-zero value as roof; RGB(A) masks count a pixel as roof when any colour channel
+    is >= 128; 16-bit masks are scaled.
     """
     path = Path(path)
     im = _open(path)
     a = np.asarray(im)
+    if a.ndim == 3:
+        a = a[..., :3].max(axis=2)
+    if a.dtype.kind in "biu" and a.max() < 128:  # 0/1 or class indices: any class is roof
+        return (a > 0).astype(np.uint8)
     if a.dtype != np.uint8:  # 16-bit or float masks: scale to 0..255 first
         a = a.astype(np.float64)
         a = (a / (65535.0 if a.max() > 255 else max(a.max(), 1.0)) * 255.0)
-    if a.ndim == 3:
-        a = a[..., :3].max(axis=2)
-    if a.max() <= 1:
-        return (a > 0).astype(np.uint8)
     return (a >= 128).astype(np.uint8)
 
 
@@ -114,6 +116,7 @@ class DataReport:
     label_modes: dict[str, int] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)  # file -> problem
     flagged: dict[str, str] = field(default_factory=dict)    # stem -> why it is excluded by default
+    warnings: dict[str, str] = field(default_factory=dict)   # stem -> odd but trained on (empty mask, ...)
     roof_fraction: float = 0.0                               # mean over usable labels (>= 128)
 
     @property
@@ -128,18 +131,24 @@ class DataReport:
         out.append("image modes: " + ", ".join(f"{k} x{v}" for k, v in self.modes.items()))
         if self.n_labels:
             out.append(f"mean roof fraction: {self.roof_fraction:.1%}")
+        if not self.n_pairs:
+            out.append("no labelled pairs (labels/ missing, empty, or no label has an image's name): "
+                       "prediction-only data; it can be predicted, not trained on")
         out += [f"label without image: {s}" for s in self.orphan_labels]
         out += [f"unreadable: {f}: {why}" for f, why in self.unreadable.items()]
         out += [f"flagged {s}: {why}" for s, why in self.flagged.items()]
+        out += [f"warning {s}: {why}" for s, why in self.warnings.items()]
         return out
 
 
 def check_dataset(root) -> DataReport:
     """Report counts, sizes and modes, and flag pairs that should not be trained on.
 
-    Flags: labels that are not masks (mostly intermediate grey values) and duplicate labels
+    Flags: labels that are not masks (many grey levels, mostly intermediate) and duplicate labels
     (byte-identical label files for images that differ; the later stem is flagged, as in DIDA
-    where labels/278.png is a copy of labels/270.png).
+    where labels/278.png is a copy of labels/270.png). Warns, but keeps the pair, for masks with
+    unusual values (how load_label binarises them is said) and for masks with no roof or all roof
+    (a roofless tile is a valid example; an all-roof one is probably a mistake worth a look).
     """
     pairs, unlabeled, orphans = find_pairs(root)
     rep = DataReport(root=str(root), n_images=len(pairs) + len(unlabeled), n_labels=len(pairs) + len(orphans),
@@ -171,18 +180,28 @@ def check_dataset(root) -> DataReport:
             rep.unreadable[str(lp)] = str(e).split(": ", 1)[-1]
             rep.flagged[stem] = "label unreadable"
             continue
-        if raw.dtype == np.uint8 and raw.max() > 1:
+        values = np.unique(raw)
+        few = len(values) <= 8
+        if raw.dtype == np.uint8 and not few:  # many grey levels: anti-aliased edges, or a photo
             mid = np.mean((raw > 0) & (raw < 255))
             if mid > 0.25:
                 rep.flagged[stem] = f"label is not a mask ({mid:.0%} of pixels are neither 0 nor 255)"
                 continue
-        digest = hashlib.sha256(lp.read_bytes()).hexdigest()
-        if digest in seen:
-            first = seen[digest]
-            rep.flagged[stem] = f"label is identical to labels of {first} (a copy; the images differ)"
-            continue
-        seen[digest] = stem
-        fractions.append(float(load_label(lp).mean()))
+        elif raw.dtype.kind in "iu" and not ({0, 255} >= set(values.tolist()) or values.max() <= 1):
+            rule = ("every non-zero value" if values.max() < 128 else "values >= 128" if
+                    raw.dtype == np.uint8 else "values scaled to 8 bit, then >= 128")
+            shown = values.tolist() if few else f"{len(values)} levels up to {values.max()}"
+            rep.warnings[stem] = f"mask values {shown}: {rule} counted as roof"
+        frac = float(load_label(lp).mean())
+        if frac in (0.0, 1.0):  # uniform masks are alike by nature: not copies of each other
+            rep.warnings[stem] = "mask has no roof pixels" if frac == 0 else "mask is all roof"
+        else:
+            digest = hashlib.sha256(lp.read_bytes()).hexdigest()
+            if digest in seen:
+                rep.flagged[stem] = f"label is identical to labels of {seen[digest]} (a copy; the images differ)"
+                continue
+            seen[digest] = stem
+        fractions.append(frac)
     rep.sizes, rep.modes, rep.label_modes = dict(sizes), dict(modes), dict(lmodes)
     rep.roof_fraction = float(np.mean(fractions)) if fractions else 0.0
     return rep
@@ -234,6 +253,7 @@ def load_dataset(root, image_size: int = 0, exclude_flagged: bool = True) -> Seg
     imgs = {s: load_image(ip) for s, ip, _ in pairs} | {s: load_image(ip) for s, ip in unlabeled}
     orig = {s: a.shape[:2] for s, a in imgs.items()}
     notes = [f"excluded {s}: {r}" for s, r in excluded.items()]
+    notes += [f"warning {s}: {w}" for s, w in rep.warnings.items() if s not in excluded]
     if image_size:
         hw = (image_size, image_size)
     else:

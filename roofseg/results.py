@@ -122,7 +122,8 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def load(runs_dir="runs") -> tuple[pd.DataFrame, str | None]:
-    """The table, rebuilt incrementally; plus a warning when it had to be recreated."""
+    """The table, rebuilt incrementally; plus a warning when it had to be recreated or could not
+    be saved (read-only folder, full disk: the rows are then read from the run folders only)."""
     warning = None
     p = table_path(runs_dir)
     if p.exists():
@@ -130,4 +131,9 @@ def load(runs_dir="runs") -> tuple[pd.DataFrame, str | None]:
             read_table(p, columns=["run_id"])
         except Exception as e:
             warning = f"{p} was unreadable ({type(e).__name__}); rebuilt it from the run folders"
-    return rebuild(runs_dir), warning
+    try:
+        return rebuild(runs_dir), warning
+    except OSError as e:
+        rows = [run_row(d) for d in runs.list_runs(runs_dir)]
+        return _frame(rows).drop(columns=["_stamp"]), (
+            f"could not update {p} ({e.strerror or e}); showing the runs read from their folders")

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,12 +60,16 @@ def read_json(path, default=None):
 
 
 def save_checkpoint(path, obj: dict) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a half-written best.pt."""
+    """torch.save to a temporary file, then rename: a crash or a full disk never leaves a
+    half-written best.pt, and the previous one stays as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except OSError as e:  # disk full, folder read-only: say which file, and that nothing was lost
+        raise OSError(e.errno, f"could not write {path} ({e.strerror or e}); the previous "
+                               f"{path.name}, if any, is unchanged") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -132,19 +137,24 @@ def resolve(runs_dir, run_id: str) -> Path:
 def create_run(cfg: RunConfig, runs_dir="runs") -> Path:
     """Make a new run folder (unique even when two start in the same second) with its config."""
     cfg.validate()
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir, d = Path(runs_dir), None
     slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{cfg.arch}-{cfg.encoder}").strip("-")[:40]
-    while True:
-        d = runs_dir / f"{datetime.now():%Y%m%d-%H%M%S}-{slug}-{secrets.token_hex(2)}"
-        try:
-            d.mkdir()
-            break
-        except FileExistsError:
-            continue
-    cfg.save(d / "config.json")
-    write_json(d / "status.json", {"state": "queued", "created": time.time()})
-    write_json(d / "env.json", environment())
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        while d is None:
+            d = runs_dir / f"{datetime.now():%Y%m%d-%H%M%S}-{slug}-{secrets.token_hex(2)}"
+            try:
+                d.mkdir()
+            except FileExistsError:
+                d = None
+        cfg.save(d / "config.json")
+        write_json(d / "status.json", {"state": "queued", "created": time.time()})
+        write_json(d / "env.json", environment())
+    except OSError as e:  # read-only folder, full disk: no half-made run folder is left behind
+        if d is not None:
+            shutil.rmtree(d, ignore_errors=True)
+        raise RunError(f"cannot create a run folder in {runs_dir}: {e.strerror or e}; "
+                       "check that it is writable and the disk is not full") from None
     return d
 
 
@@ -219,9 +229,13 @@ def status(run_dir) -> dict:
         st = {"state": "failed", "error": "status.json missing or unreadable"}
     if (st.get("state") in ACTIVE and st.get("pid") and st.get("host", HOST) == HOST
             and not _alive(int(st["pid"]), run_dir, st.get("pid_start"))):
-        st = set_status(run_dir, state="failed", ended=time.time(),
-                        error=f"the training process (pid {st['pid']}) ended without finishing "
-                              "(killed or crashed); metrics so far and log.txt are kept")
+        dead = dict(state="failed", ended=time.time(),
+                    error=f"the training process (pid {st['pid']}) ended without finishing "
+                          "(killed or crashed); metrics so far and log.txt are kept")
+        try:
+            st = set_status(run_dir, **dead)
+        except OSError:  # read-only or full disk: report it all the same; recorded on a later call
+            st = {**st, **dead}
     return st
 
 
@@ -293,7 +307,6 @@ def list_runs(runs_dir="runs") -> list[Path]:
 
 
 def delete_run(run_dir) -> None:
-    import shutil
     run_dir = Path(run_dir)
     if status(run_dir).get("state") in ACTIVE:
         raise RunError(f"{run_dir.name} is still {status(run_dir)['state']}; cancel it first")

@@ -180,6 +180,9 @@ def preflight(cfg: RunConfig) -> data.DataReport:
     cfg.validate()
     rep = data.check_dataset(cfg.data)
     usable = rep.n_pairs - len(data.excluded_pairs(rep, cfg.exclude_flagged))
+    if not rep.n_pairs:
+        raise data.DataError(f"{cfg.data}: no image has a label (labels/ missing, empty, or no file "
+                             "names match): prediction-only data; training needs at least 2 pairs")
     if usable < 2:
         raise data.DataError(f"{cfg.data}: {usable} usable labelled pair(s); training needs at least 2")
     if cfg.folds > usable:

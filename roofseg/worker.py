@@ -77,7 +77,7 @@ def execute(run_dir, hook=None, wait_for_slot: bool = True) -> dict:
         st = runs.set_status(run_dir, state="cancelled", ended=time.time(), error="interrupted (Ctrl-C)")
         log("interrupted")
     except Exception as e:  # any failure must end up in status.json, not only on a dead stderr
-        msg = str(e) if isinstance(e, (ConfigError, ValueError, FileNotFoundError, RuntimeError)) else repr(e)
+        msg = str(e) if isinstance(e, (ConfigError, ValueError, OSError, RuntimeError)) else repr(e)
         st = runs.set_status(run_dir, state="failed", ended=time.time(), error=f"{type(e).__name__}: {msg}")
         log_f.write(traceback.format_exc())
         log(f"failed: {type(e).__name__}: {msg}")

@@ -5,6 +5,8 @@ where runs are kept and which dataset opens first (tests use them).
 """
 import streamlit as st
 
+from pages import common
+
 st.set_page_config(page_title="roofseg", page_icon="🏠", layout="wide")
 
 PAGES = [
@@ -15,4 +17,9 @@ PAGES = [
     st.Page("pages/predict.py", title="Predict", icon="🖼️"),
     st.Page("pages/sweeps.py", title="Sweeps", icon="🎛️"),
 ]
-st.navigation(PAGES).run()
+page = st.navigation(PAGES)
+common.mark_app_ran()
+goto = st.session_state.pop("roofseg_goto", None)  # set by pages.common.ensure_routed
+if goto:  # a deep link that arrived before this script had ever run: go on to it
+    st.switch_page(goto)
+page.run()

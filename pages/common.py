@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def runs_dir() -> Path:
     d = Path(os.environ.get("ROOFSEG_RUNS_DIR", ROOT / "runs"))
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. under a read-only parent: say so instead of a traceback
+        st.error(f"The runs folder {d} cannot be created ({e.strerror or e}). "
+                 "Point ROOFSEG_RUNS_DIR at a writable folder.")
+        st.stop()
     return d
 
 
@@ -52,3 +57,28 @@ def show_error(e: Exception, what: str) -> None:
 def data_root() -> Path:
     """Where downloaded and uploaded datasets go: ROOFSEG_DATA_ROOT (tests), else data/ in the repo."""
     return Path(os.environ.get("ROOFSEG_DATA_ROOT", ROOT / "data"))
+
+
+GOTO = "roofseg_goto"  # session key: the page a deep link asked for, before app.py had run
+_app_ran = False        # app.py has run its navigation in this process (see mark_app_ran)
+
+
+def mark_app_ran() -> None:
+    global _app_ran
+    _app_ran = True
+
+
+def ensure_routed(page_file: str) -> None:
+    """Send a page that runs outside app.py's navigation through app.py first.
+
+    The pages live in a folder named pages/, so until app.py has called st.navigation once in the
+    server process, Streamlit runs a deep link (a bookmarked /train after a restart) as a v1
+    multipage app: pages/train.py on its own, without the wide layout and with a sidebar listing
+    every file in pages/. Then remember the page, switch to app.py, and app.py switches on to it.
+    (AppTest turns that mode back on before every run; the pages it has already routed once through
+    app.py are left alone, as in the server.)
+    """
+    from streamlit.runtime.pages_manager import PagesManager  # Streamlit's own flag for that mode
+    if PagesManager.uses_pages_directory and not _app_ran:
+        st.session_state[GOTO] = f"pages/{Path(page_file).name}"
+        st.switch_page("app.py")

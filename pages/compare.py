@@ -175,4 +175,5 @@ def _images_section(dirs, stamp) -> None:
                 col.image(r["overlay"], caption=f"{r['label']} · Dice {r['dice']:.3f}", width="stretch")
 
 
+common.ensure_routed(__file__)
 compare_page()

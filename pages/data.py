@@ -195,4 +195,5 @@ def main() -> None:
         show_gallery(path, rep)
 
 
+common.ensure_routed(__file__)
 main()

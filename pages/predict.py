@@ -103,4 +103,5 @@ def predict_page() -> None:
                       width="stretch")
 
 
+common.ensure_routed(__file__)
 predict_page()

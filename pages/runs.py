@@ -123,4 +123,5 @@ def _confirm_delete(rdir) -> None:
         st.rerun()
 
 
+common.ensure_routed(__file__)
 runs_page()

@@ -245,4 +245,5 @@ def main() -> None:
     st.fragment(run_every=2 if active else None)(results_view)(name, runs_dir, scientific, active)
 
 
+common.ensure_routed(__file__)
 main()

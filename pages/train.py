@@ -207,4 +207,5 @@ def main() -> None:
     recent_runs(runs_dir)
 
 
+common.ensure_routed(__file__)
 main()

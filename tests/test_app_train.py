@@ -6,11 +6,6 @@ themselves (runs.status) and then re-run the page, rather than rely on run_every
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +17,6 @@ from roofseg.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "train.py")
-ARTIFACTS = ROOT / "test-artifacts"  # screenshots of the browser test (git-ignored)
 
 
 @pytest.fixture
@@ -211,57 +205,32 @@ def test_compare_opens_the_finished_runs(env, runs_dir, demo64):
 def test_in_a_browser_progress_updates_live_until_the_run_finishes(demo64, runs_dir, tmp_path):
     """The real server in Chromium: the fragment refreshes the bar without a reload, the run lands
     in 'Recently finished', and neither the page nor the server log shows a Python exception."""
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip("Chromium is not installed")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    log = tmp_path / "server.log"
-    env = dict(os.environ, ROOFSEG_RUNS_DIR=str(runs_dir), ROOFSEG_DATA=str(demo64), OMP_NUM_THREADS="1")
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            end = time.time() + 60
-            while True:  # the server takes a few seconds to start
-                try:
-                    page.goto(f"http://localhost:{port}/train")
-                    break
-                except Exception:
-                    if time.time() > end:
-                        raise
-                    time.sleep(0.5)
-            page.wait_for_selector("text=New run", timeout=60_000)
-            epochs = page.get_by_label("Epochs")
-            epochs.fill("3")
-            epochs.press("Enter")
-            page.wait_for_timeout(1000)
-            page.get_by_role("button", name="Start").click()
-            bar = page.locator("[data-testid='stProgress']")
-            seen = set()
-            end = time.time() + 150
-            while time.time() < end and not page.locator("text=Recently finished").count():
-                seen.update(bar.all_inner_texts())
-                page.wait_for_timeout(300)
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "train_finished.png"), full_page=True)
-            assert page.locator("text=Recently finished").count(), seen
-            # the bar changed several times without a reload (its elapsed time at least), and
-            # showed finished epochs read from metrics.jsonl
-            assert len(seen) >= 3, seen
-            assert any(t.startswith(("epoch 1/3", "epoch 2/3", "epoch 3/3")) for t in seen), seen
-            assert page.locator("[data-testid='stException']").count() == 0
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    import browser_util as bu  # server and browser helpers shared with test_browser.py
+    if bu.chromium_missing():
+        pytest.skip(bu.chromium_missing())
+    with bu.app_server(runs_dir, demo64, tmp_path / "data_root", tmp_path / "server.log") as server, \
+            bu.chromium() as (_, page):
+        page.goto(f"{server.url}/train")
+        page.wait_for_selector("text=New run", timeout=60_000)
+        epochs = page.get_by_label("Epochs")
+        epochs.fill("3")
+        epochs.press("Enter")
+        page.wait_for_timeout(1000)
+        page.get_by_role("button", name="Start").click()
+        bar = page.locator("[data-testid='stProgress']")
+        seen = set()
+        end = time.time() + 150
+        while time.time() < end and not page.locator("text=Recently finished").count():
+            seen.update(bar.all_inner_texts())
+            page.wait_for_timeout(300)
+        bu.shot(page, "train_finished.png", full_page=True)
+        assert page.locator("text=Recently finished").count(), seen
+        # the bar changed several times without a reload (its elapsed time at least), and
+        # showed finished epochs read from metrics.jsonl
+        assert len(seen) >= 3, seen
+        assert any(t.startswith(("epoch 1/3", "epoch 2/3", "epoch 3/3")) for t in seen), seen
+        assert page.locator("[data-testid='stException']").count() == 0
+    log = server.log_text()
     [d] = runs.list_runs(runs_dir)
     assert runs.status(d)["state"] == "done"
-    assert "Traceback" not in log.read_text(), log.read_text()
+    assert "Traceback" not in log, log

@@ -196,3 +196,53 @@ def test_training_error_becomes_failed_status(demo_copy, tmp_path):
     log = (d / "log.txt").read_text()
     assert "Traceback" in log and "failed: DataError" in log
     assert json.loads((d / "status.json").read_text())["state"] == "failed"
+
+
+def test_best_weights_written_once_per_fold_and_kept_on_cancel(demo64, tmp_path, monkeypatch):
+    """New bests are held in memory and written at most every CHECKPOINT_EVERY_S and at the
+    fold's end; a run stopped mid-fold (here: the hook raises after epoch 3, as Cancel's SIGTERM
+    does) still leaves the best epoch so far on disk."""
+    writes = []
+    real = runs.save_checkpoint
+    monkeypatch.setattr(runs, "save_checkpoint", lambda p, obj: (writes.append(obj["epoch"]), real(p, obj)))
+    monkeypatch.setattr(train, "CHECKPOINT_EVERY_S", 3600.0)
+    cfg = tiny_config(demo64, epochs=5, lr=3e-3)
+    d = runs.create_run(cfg, tmp_path / "runs")
+
+    class Stop(Exception):
+        pass
+
+    def hook(event, info):
+        if event == "epoch" and info["epoch"] == 3:
+            raise Stop
+    with pytest.raises(Stop):
+        train.fit(cfg, d, hook=hook, log=lambda *_: None)
+    rows, _ = runs.read_metrics(d)
+    best = max(rows, key=lambda r: r["val_dice"])
+    assert len(rows) == 3 and writes == sorted({1, best["epoch"]})  # epoch 1 at once, the best at the stop
+    ck = runs.load_checkpoint(d / "best.pt")
+    assert ck["epoch"] == best["epoch"] and ck["val_dice"] == best["val_dice"]
+    models, _ = predict.load_run_models(d, "cpu")  # the app and the CLI can predict with it
+    assert len(models) == 1
+
+
+def test_best_keeper_writes_when_the_interval_has_passed(tmp_path, monkeypatch):
+    import torch
+    cfg = RunConfig()
+    model = torch.nn.Linear(2, 1)
+    k = train.BestKeeper(tmp_path / "best.pt", cfg, 0, every_s=0.0)
+    k.update(model, 1, 0.5)
+    k.update(model, 2, 0.6)
+    assert runs.load_checkpoint(tmp_path / "best.pt")["epoch"] == 2  # interval 0: every best at once
+    k = train.BestKeeper(tmp_path / "b2.pt", cfg, 0, every_s=3600.0)
+    k.update(model, 1, 0.5)  # the first best: written at once, so a file exists early
+    assert runs.load_checkpoint(tmp_path / "b2.pt")["epoch"] == 1
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    k.update(model, 2, 0.6)
+    with torch.no_grad():
+        model.weight.fill_(7.0)  # training goes on: the held copy must not follow the model
+    assert runs.load_checkpoint(tmp_path / "b2.pt")["epoch"] == 1  # epoch 2 held, not written yet
+    k.flush()
+    ck = runs.load_checkpoint(tmp_path / "b2.pt")
+    assert ck["epoch"] == 2 and ck["state_dict"]["weight"].tolist() == [[1.0, 1.0]]

@@ -3,20 +3,25 @@
 One process, one model, one loader: train.train_one_epoch + train.evaluate (what every roofseg
 epoch runs) alternately with torch.set_num_threads(1) and with --threads (default: torch's own
 default, one per core, which is what a run with num_threads=0 gets). The OpenMP wait policy
-cannot change inside a process, so run it twice to see its effect:
+cannot change inside a process, so run it twice to see its effect (this script imports torch
+before roofseg, so roofseg's PASSIVE default does not apply to the first):
 
-    .venv/bin/python bench/threads.py
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/threads.py
+    .venv/bin/python bench/threads.py                            # libgomp's default (spins first)
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/threads.py    # what roofseg's processes use
 """
 from __future__ import annotations
 
 import os
 import time
 
-import _common  # first: puts the repo root on sys.path
-from _common import med, parser, report, resolve_data
+# read before anything loads torch: roofseg sets PASSIVE when it is unset, but only for a torch
+# it imports itself; torch is imported here first, so an unset policy means libgomp's default
+POLICY = os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins before sleeping)")
 
-import torch
+import _common  # noqa: E402  (puts the repo root on sys.path)
+from _common import med, parser, report, resolve_data  # noqa: E402
+
+import torch  # noqa: E402
 
 import roofseg  # noqa: F401
 from roofseg import data, models, train
@@ -61,7 +66,7 @@ def main() -> None:
                 cpu[n].append(time.process_time() - c)
             print(f"  round {rnd} threads {n}: {time.perf_counter() - t:.2f} s wall, "
                   f"{time.process_time() - c:.2f} s CPU", flush=True)
-    policy = os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins before sleeping)")
+    policy = POLICY
     lines = [f"- data: {dataset} ({what}); an epoch = train_one_epoch over {len(tr)} images + evaluate "
              f"over {len(va)}, Unet/resnet18, batch 4; OMP_WAIT_POLICY={policy}",
              f"- 1 warm-up round, then {args.epochs_per_arm} rounds; the order alternates each round",

@@ -23,6 +23,7 @@ N_RECENT = 5
 SIMPLE = ["arch", "in_channels", "loss", "optimizer", "lr", "schedule", "batch_size", "epochs",
           "augment", "val_fraction", "seed", "name", "notes"]  # widgets that hold a field as it is
 HELP = config.field_help()
+CHOICE_FIELDS = ["arch", "encoder", "in_channels", "loss", "optimizer", "schedule", "augment"]
 
 
 def _seed_widgets(cfg: dict, overwrite: bool) -> None:
@@ -190,6 +191,12 @@ def main() -> None:
     data = common.current_dataset()
     st.sidebar.caption(f"Dataset: `{data}` (choose it on the Data page)")
     st.session_state[FORM] = cfg = {**base, **form_inputs(base), "data": str(data)}
+    if prefill:  # a clone whose value this form cannot show (e.g. an arch no longer offered)
+        lost = [f"{f} = {prefill[f]!r} (the form has {cfg[f]!r})" for f in CHOICE_FIELDS
+                if f in prefill and prefill[f] != cfg[f]]
+        if lost:
+            st.warning("The cloned run used settings this form does not offer; check them before "
+                       "Start: " + "; ".join(lost))
     # The Start button's key changes with each launch and the page re-renders at once, so the
     # second click of a double click refers to a button that is gone and launches nothing.
     n = st.session_state.setdefault(STARTS, 0)

@@ -158,6 +158,9 @@ def test_train_page_with_a_cloned_config_it_cannot_offer(env, demo64):
     prefill = {**RunConfig(data=str(demo64)).to_dict(), "arch": "Unet3D", "encoder": "resnet19"}
     at = page("train.py", train_prefill=prefill)
     assert not at.exception, at.exception
+    # the form cannot show arch Unet3D: it says so instead of silently training something else
+    assert "arch = 'Unet3D' (the form has 'Unet')" in texts(at.warning), texts(at.warning)
+    assert at.sidebar.selectbox(key="tr_arch").value == "Unet"
     start(at)
     assert not at.exception and "resnet19" in at.sidebar.error[0].value
     assert runs.list_runs(env) == []

@@ -1,7 +1,8 @@
 """The Train page, driven with Streamlit's AppTest: real worker processes on the 64 px demo.
 
 AppTest runs the live fragment as part of each script run, so these tests poll the run folder
-themselves (runs.status) and then re-run the page, rather than rely on run_every timing.
+themselves (runs.status) and then re-run the page, rather than rely on run_every timing. The live
+refresh itself, in a real browser, is tests/test_browser.py::test_the_curve_grows_live_until_the_run_finishes.
 """
 from __future__ import annotations
 
@@ -199,38 +200,3 @@ def test_compare_opens_the_finished_runs(env, runs_dir, demo64):
     at.button(key="to_compare").click().run()
     assert sorted(at.session_state["selected_runs"]) == sorted(ids)
     assert at.title[0].value.startswith("Compare")
-
-
-@pytest.mark.browser
-def test_in_a_browser_progress_updates_live_until_the_run_finishes(demo64, runs_dir, tmp_path):
-    """The real server in Chromium: the fragment refreshes the bar without a reload, the run lands
-    in 'Recently finished', and neither the page nor the server log shows a Python exception."""
-    import browser_util as bu  # server and browser helpers shared with test_browser.py
-    if bu.chromium_missing():
-        pytest.skip(bu.chromium_missing())
-    with bu.app_server(runs_dir, demo64, tmp_path / "data_root", tmp_path / "server.log") as server, \
-            bu.chromium() as (_, page):
-        page.goto(f"{server.url}/train")
-        page.wait_for_selector("text=New run", timeout=60_000)
-        epochs = page.get_by_label("Epochs")
-        epochs.fill("3")
-        epochs.press("Enter")
-        page.wait_for_timeout(1000)
-        page.get_by_role("button", name="Start").click()
-        bar = page.locator("[data-testid='stProgress']")
-        seen = set()
-        end = time.time() + 150
-        while time.time() < end and not page.locator("text=Recently finished").count():
-            seen.update(bar.all_inner_texts())
-            page.wait_for_timeout(300)
-        bu.shot(page, "train_finished.png", full_page=True)
-        assert page.locator("text=Recently finished").count(), seen
-        # the bar changed several times without a reload (its elapsed time at least), and
-        # showed finished epochs read from metrics.jsonl
-        assert len(seen) >= 3, seen
-        assert any(t.startswith(("epoch 1/3", "epoch 2/3", "epoch 3/3")) for t in seen), seen
-        assert page.locator("[data-testid='stException']").count() == 0
-    log = server.log_text()
-    [d] = runs.list_runs(runs_dir)
-    assert runs.status(d)["state"] == "done"
-    assert "Traceback" not in log, log

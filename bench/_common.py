@@ -27,6 +27,8 @@ START_LOAD = os.getloadavg()  # the machine's load when the script started (it i
 RESULTS = ROOT / "bench" / "results"
 # environment variables that change the figures: shown in the reproduce command when set
 ENV_SHOWN = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ROOFSEG_SLOTS")
+# as the user set them, before `import roofseg` fills in OMP_WAIT_POLICY=PASSIVE
+ENV_GIVEN = {k: os.environ[k] for k in ENV_SHOWN if k in os.environ}
 
 
 def parser(name: str, doc: str) -> argparse.ArgumentParser:
@@ -101,7 +103,7 @@ def command() -> str:
         script = script.relative_to(ROOT)
     except ValueError:
         pass
-    env = [f"{k}={os.environ[k]}" for k in ENV_SHOWN if k in os.environ]
+    env = [f"{k}={v}" for k, v in ENV_GIVEN.items()]
     return shlex.join([*env, ".venv/bin/python", str(script), *sys.argv[1:]])
 
 

@@ -24,9 +24,8 @@ from pathlib import Path
 import _common  # first: puts the repo root on sys.path
 from _common import med, parser, peak_rss_mib, report, resolve_data
 
+import roofseg  # noqa: F401  (before torch, as in the app: OpenMP threads wait passively)
 import torch
-
-import roofseg  # noqa: F401
 from roofseg import data, predict, runs, worker
 from roofseg.config import RunConfig
 

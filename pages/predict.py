@@ -76,6 +76,9 @@ def predict_page() -> None:
         return
 
     cfg = runs.read_json(run_dir / "config.json", {}) or {}
+    n_models = len(weights)
+    st.caption(f"Predicted by {run_id}" + (f": the mean probability of its {n_models} fold models"
+                                           if n_models > 1 else ""))
     a, b = st.columns(2)
     threshold = a.slider("Threshold", 0.01, 0.99, float(cfg.get("threshold", 0.5)), 0.01,
                          key=f"predict_thr_{run_id}", help="probability above which a pixel is roof; "
@@ -97,8 +100,8 @@ def predict_page() -> None:
         img, prob = images[name], probs[name]
         cols = st.columns(3)
         cols[0].image(overlay.to_rgb(img), caption=f"{name} ({img.shape[1]}x{img.shape[0]})", width="stretch")
-        cols[1].image(overlay.overlay_mask(img, prob > threshold, alpha=alpha),
-                      caption=f"predicted roof (p > {threshold:.2f})", width="stretch")
+        cols[1].image(overlay.overlay_mask(img, prob >= threshold, alpha=alpha),  # as in the zip
+                      caption=f"predicted roof (p ≥ {threshold:.2f})", width="stretch")
         cols[2].image(overlay.prob_to_rgb(prob), caption="roof probability (dark 0 → yellow 1)",
                       width="stretch")
 

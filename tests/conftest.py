@@ -32,7 +32,7 @@ def demo_copy(demo64, tmp_path) -> Path:
 
 
 def tiny_config(data: Path, **kw) -> RunConfig:
-    base = dict(data=str(data), arch="Unet", encoder="resnet18", epochs=2, batch_size=4,
+    base = dict(data=str(data), arch="Unet", encoder="resnet18", epochs=2, batch_size=4, lr=1e-3,
                 augment="light", seed=0, num_threads=1)
     base.update(kw)
     return RunConfig(**base).validate()

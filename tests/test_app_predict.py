@@ -55,6 +55,8 @@ def pngs(z: zipfile.ZipFile) -> dict[str, np.ndarray]:
 def test_predicts_unlabeled_images_and_zips_masks(page, media, demo64):
     at = page.run()
     assert not at.exception, at.exception
+    run_id = at.selectbox(key="predict_run").value  # the newest finished run, by default
+    assert f"Predicted by {run_id}" in [c.value for c in at.caption]
     _, unlabeled, _ = data.find_pairs(demo64)
     sizes = {f"{s}.png": Image.open(p).size[::-1] for s, p in unlabeled}
     masks = pngs(download(at, media, "predict_dl_masks"))

@@ -321,6 +321,8 @@ def test_predict_downloads_the_masks_of_the_unlabeled_images(world):
     nav(page, "Predict", "Predict")
     main = page.locator("[data-testid='stMain']")
     choose(page, main, "Run", next(o for o in _run_options(page, main) if o.startswith("live ·")))
+    # the page shows the old run's elements until the rerun replaces them: wait for the new one's
+    expect(page.get_by_text(f"Predicted by {live.name}")).to_be_visible(timeout=T)
     expect(page.get_by_text("2 unlabeled image(s)")).to_be_visible(timeout=T)
     button = page.get_by_role("button", name=re.compile(r"Download 2 mask\(s\)"))
     expect(button).to_be_visible(timeout=T)

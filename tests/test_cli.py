@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from roofseg import cli, runs
+from roofseg.config import RunConfig
 from test_train import check_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,8 @@ def test_runs_lists_the_run(trained, capsys):
     assert rc == 0 and err == ""
     header, row = out.strip().splitlines()
     assert header.split()[:4] == ["run_id", "status", "arch", "encoder"] and "val_dice" in header
-    assert row.split()[:4] == [run.name, "done", "Unet", "resnet18"]
+    defaults = RunConfig()  # the run trained with the default arch and encoder
+    assert row.split()[:4] == [run.name, "done", defaults.arch, defaults.encoder]
     rc, out, _ = main(capsys, "runs", "--runs-dir", runs_dir, "--format", "json")
     rec = json.loads(out)
     assert rc == 0 and len(rec) == 1 and rec[0]["run_id"] == run.name and 0 <= rec[0]["val_dice"] <= 1
@@ -245,7 +247,8 @@ def test_bad_config_file_names_the_file(tmp_path, capsys, content, text):
 
 def test_flags_without_config_use_defaults():
     cfg = config_args("--loss", "focal", "--no-exclude-flagged", "--folds", 3)
-    assert cfg.loss == "focal" and cfg.exclude_flagged is False and cfg.folds == 3 and cfg.arch == "Unet"
+    assert cfg.loss == "focal" and cfg.exclude_flagged is False and cfg.folds == 3
+    assert cfg.arch == RunConfig().arch and cfg.lr == RunConfig().lr  # the rest: the defaults
 
 
 # ---------------------------------------------------------------------------------------------

@@ -128,12 +128,12 @@ def test_invalid_pair_lists_working_encoders():
 @pytest.mark.parametrize("encoder", ["resnet19", "efficientnet_b0"])
 def test_unknown_encoder_name(encoder):
     with pytest.raises(ModelError, match=f"unknown encoder '{encoder}'; encoders that work with Unet: .*resnet34"):
-        build_model(RunConfig(encoder=encoder))
+        build_model(RunConfig(arch="Unet", encoder=encoder))
 
 
 def test_unknown_timm_encoder_says_it_does_not_build():
     with pytest.raises(ModelError, match="Unet with encoder tu-not_a_model does not build"):
-        build_model(RunConfig(encoder="tu-not_a_model"))
+        build_model(RunConfig(arch="Unet", encoder="tu-not_a_model"))
 
 
 def test_compatible_encoders_follow_the_table():

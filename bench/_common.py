@@ -27,7 +27,7 @@ START_LOAD = os.getloadavg()  # the machine's load when the script started (it i
 RESULTS = ROOT / "bench" / "results"
 # environment variables that change the figures: shown in the reproduce command when set
 ENV_SHOWN = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ROOFSEG_SLOTS")
-# as the user set them, before `import roofseg` fills in OMP_WAIT_POLICY=PASSIVE
+# as the user set them when the script started
 ENV_GIVEN = {k: os.environ[k] for k in ENV_SHOWN if k in os.environ}
 
 

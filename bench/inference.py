@@ -24,7 +24,7 @@ from pathlib import Path
 import _common  # first: puts the repo root on sys.path
 from _common import med, parser, peak_rss_mib, report, resolve_data
 
-import roofseg  # noqa: F401  (before torch, as in the app: OpenMP threads wait passively)
+import roofseg  # noqa: F401  (before torch, as in the app)
 import torch
 from roofseg import data, predict, runs, worker
 from roofseg.config import RunConfig

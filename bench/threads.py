@@ -3,19 +3,17 @@
 One process, one model, one loader: train.train_one_epoch + train.evaluate (what every roofseg
 epoch runs) alternately with torch.set_num_threads(1) and with --threads (default: torch's own
 default, one per core, which is what a run with num_threads=0 gets). The OpenMP wait policy
-cannot change inside a process, so run it twice to see its effect (this script imports torch
-before roofseg, so roofseg's PASSIVE default does not apply to the first):
+cannot change inside a process, so run it twice to see its effect:
 
     .venv/bin/python bench/threads.py                            # libgomp's default (spins first)
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/threads.py    # what roofseg's processes use
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/threads.py    # waiting threads sleep at once
 """
 from __future__ import annotations
 
 import os
 import time
 
-# read before anything loads torch: roofseg sets PASSIVE when it is unset, but only for a torch
-# it imports itself; torch is imported here first, so an unset policy means libgomp's default
+# read before anything loads torch (libgomp reads it once, when it loads)
 POLICY = os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins before sleeping)")
 
 import _common  # noqa: E402  (puts the repo root on sys.path)

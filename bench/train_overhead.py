@@ -7,8 +7,9 @@ AdamW with the same lr and weight decay, batch size 4 and the same train/validat
 - roofseg: an unmodified `train.fit_fold` call. Its per-epoch hook runs the other arms, so the
   arms alternate epoch by epoch in one process (roofseg, plain, notebook, roofseg, ...). A roofseg
   epoch is timed from the moment the hook returns to its next call, so it holds everything a real
-  run does per epoch: train_one_epoch (+ meter, scheduler) + evaluate + checkpoint save when val
-  Dice improved + runs.append_metrics (fsync) + the log line + the hook call. Its first epoch also
+  run does per epoch: train_one_epoch (+ meter, scheduler) + evaluate + keeping the best weights
+  when val Dice improved (train.BestKeeper: a copy in memory, written to disk at most every 30 s)
+  + runs.append_metrics (fsync) + the log line + the hook call. Its first epoch also
   holds model/loader construction and is a warm-up, like every arm's first epoch(s).
 - plain: a minimal hand-written loop over tensors decoded and normalised once (zero_grad, forward,
   loss, backward, step), then a no-grad validation pass computing only the loss.
@@ -352,7 +353,8 @@ def main() -> None:
              f"+ {args.epochs_per_arm} timed epochs; a ratio pairs each arm's epoch with the roofseg "
              "epoch next to it (same load on the machine), and the median over pairs is the figure",
              "- roofseg epoch = unmodified train.fit_fold loop body: train_one_epoch + evaluate + "
-             "checkpoint when val Dice improved + append_metrics (fsync) + log line + hook; "
+             "best weights kept when val Dice improved (in memory; on disk at most every 30 s) + "
+             "append_metrics (fsync) + log line + hook; "
              "plain = zero_grad/forward/loss/backward/step over tensors decoded once + validation loss; "
              "notebook = plain fed by a DataLoader decoding the PNGs every epoch",
              "",
@@ -393,10 +395,11 @@ def main() -> None:
                          f"range {min(r['epoch_ratios']):.3f}–{max(r['epoch_ratios']):.3f}; ratio of the "
                          f"median epochs {r['ratio_of_medians']:.3f}, of the fastest epochs "
                          f"{r['ratio_of_minimums']:.3f}, of median CPU time {r['cpu_ratio_of_medians']:.3f}")
-        lines.append(f"- [{a}] roofseg bookkeeping per epoch (checkpoint when improved, metrics line, "
+        lines.append(f"- [{a}] roofseg bookkeeping per epoch (best weights, metrics line, "
                      f"log, hook; = epoch time − its own train+eval epoch_s): median "
-                     f"{g['roofseg_bookkeeping_median_s'] * 1000:.0f} ms; checkpoint saved on "
-                     f"{g['checkpoint_saved_epochs']} of {args.epochs_per_arm} timed epochs "
+                     f"{g['roofseg_bookkeeping_median_s'] * 1000:.0f} ms; val Dice improved on "
+                     f"{g['checkpoint_saved_epochs']} of {args.epochs_per_arm} timed epochs, "
+                     f"{len(g['save_checkpoint_s'])} checkpoint file(s) written in the whole run "
                      f"({g['checkpoint_mib']:.0f} MiB each; runs.save_checkpoint median "
                      f"{med(g['save_checkpoint_s']) * 1000:.0f} ms, runs.append_metrics with fsync median "
                      f"{med(g['append_metrics_s']) * 1000:.0f} ms)")

@@ -117,9 +117,11 @@ def med(xs) -> float:
 
 
 def machine_lines(m: dict) -> list[str]:
+    load = m['load_avg_1_5_15_at_start'][0]
+    busy = "busy: other processes compete for the cores" if load > 0.75 * m["cores_usable"] else "quiet"
     return [f"- machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
             f"torch {m['torch']} (default {m['torch_default_threads']} threads), Python {m['python']}; "
-            f"load average {m['load_avg_1_5_15_at_start'][0]} (1 min) at start — a shared, busy machine",
+            f"load average {load} (1 min) at start ({busy})",
             f"- code: git {m['git']}"]
 
 

@@ -1,5 +1,6 @@
 """Compare page: two or more runs side by side. Learning curves (mean ± std band for k-fold),
-final metrics with the best per column highlighted, the config fields that differ, and every
+final metrics with the best per column highlighted, mean ± std over seeds for runs that differ
+only in their seed, the config fields that differ, and every
 validation image the runs share: image | ground truth | each run's TP/FP/FN overlay.
 
 Opens with st.session_state["selected_runs"] (set on the Runs page). All numbers and pictures
@@ -30,6 +31,11 @@ def _stamp(dirs: tuple[str, ...]) -> tuple:
 @st.cache_data(max_entries=16)
 def _final(dirs, stamp):
     return compare.final_metrics(dirs)
+
+
+@st.cache_data(max_entries=16)
+def _seeds(dirs, stamp):
+    return compare.across_seeds(dirs)
 
 
 @st.cache_data(max_entries=16)
@@ -84,6 +90,7 @@ def compare_page() -> None:
     st.caption("Best epoch per fold; k-fold runs show the mean and the std over folds. Dice, IoU, "
                "precision, recall and accuracy pool every validation pixel; Dice/img is the mean "
                "of per-image Dice. Best value per column highlighted (fewest minutes for time).")
+    _seeds_section(dirs, stamp)
 
     st.subheader("Config differences")
     diff = _diff(dirs, stamp)
@@ -96,6 +103,21 @@ def compare_page() -> None:
                        "only cover image names they share and use the first run's dataset.")
 
     _images_section(dirs, stamp)
+
+
+def _seeds_section(dirs, stamp) -> None:
+    """Only when two or more of the runs differ in nothing but their seed."""
+    seeds = _seeds(dirs, stamp)
+    if not (seeds["runs"] >= 2).any():
+        return
+    st.subheader("Across seeds")
+    number = {c: st.column_config.NumberColumn(c.replace("_std", " ± std").replace("_", " "), format="%.4f")
+              for c in seeds.columns if c.startswith("val_")}
+    st.dataframe(seeds, hide_index=True, width="stretch", column_config=number)
+    st.caption("Runs whose configs differ only in their seed (name and notes aside), pooled: mean "
+               "and sample std over the seeds of each run's result (a k-fold run counts once, with "
+               "its mean over folds). A difference between configurations smaller than these stds "
+               "is not yet a finding: add seeds (Train: Seeds) or folds.")
 
 
 def _curves_section(dirs, stamp) -> None:

@@ -74,23 +74,27 @@ def form_inputs(base: dict) -> dict:
         out["folds"] = 0
     else:
         out["folds"] = sb.number_input("Folds", 2, key="tr_folds", help="one model per fold")
-    out["seed"] = sb.number_input("Seed", 0, key="tr_seed")
+    left, right = sb.columns(2)
+    out["seed"] = left.number_input("Seed", 0, key="tr_seed")
+    right.number_input("Seeds", 1, 20, 1, key="tr_n_seeds",
+                       help="launch this many runs with seeds seed, seed+1, ...: the Compare page "
+                            "then shows their mean ± std over seeds")
     out["name"] = sb.text_input("Run name", key="tr_name")
     out["notes"] = sb.text_area("Notes", key="tr_notes", height=68)
     return out
 
 
-def start(fields: dict):
-    """Build the config, check it against its data and smp, launch it; returns the run folder,
-    or None after showing why not (no run folder is made then)."""
+def start(fields: dict, n_seeds: int = 1) -> list:
+    """Build the config, check it against its data and smp, launch it once per seed (seed,
+    seed+1, ...); returns the run folders, or [] after showing why not (then no folder is made)."""
     try:
         cfg = RunConfig.from_dict(fields)
         with st.sidebar, st.spinner("Checking…"):
             train.preflight(cfg)
-        return runs.launch(cfg, common.runs_dir())
+        return [runs.launch(cfg.replace(seed=cfg.seed + i), common.runs_dir()) for i in range(n_seeds)]
     except (ValueError, OSError) as e:  # ConfigError, DataError, ModelError, missing files
         st.sidebar.error(f"Not started: {e}")
-        return None
+        return []
 
 
 def _duration(s: float | None) -> str:
@@ -201,10 +205,10 @@ def main() -> None:
     # second click of a double click refers to a button that is gone and launches nothing.
     n = st.session_state.setdefault(STARTS, 0)
     if st.sidebar.button("Start", type="primary", key=f"start_{n}", width="stretch"):
-        d = start(cfg)
-        if d is not None:
+        started = start(cfg, int(st.session_state.get("tr_n_seeds", 1)))
+        if started:
             st.session_state[STARTS] = n + 1
-            st.session_state[FLASH] = f"Started {d.name}"
+            st.session_state[FLASH] = f"Started {', '.join(d.name for d in started)}"
             st.rerun()
     if FLASH in st.session_state:
         st.sidebar.success(st.session_state.pop(FLASH))

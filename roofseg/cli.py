@@ -5,7 +5,6 @@ Bad input exits non-zero with a one-line error; `--debug` shows the traceback in
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -43,9 +42,19 @@ def config_from_args(a) -> RunConfig:
 
 
 def cmd_train(a) -> int:
-    from . import runs, train, worker
+    from . import train
     cfg = config_from_args(a)
     train.preflight(cfg)
+    if a.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {a.seeds}")
+    failed = 0
+    for i in range(a.seeds):  # seed, seed+1, ...: one run each, like the Train page's Seeds
+        failed += _train_one(cfg.replace(seed=cfg.seed + i), a)
+    return 1 if failed else 0
+
+
+def _train_one(cfg, a) -> int:
+    from . import runs, worker
     if a.background:
         d = runs.launch(cfg, a.runs_dir)
         print(d)
@@ -145,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="JSON file of config fields; flags override it")
     t.add_argument("--runs-dir", default="runs")
     t.add_argument("--background", action="store_true", help="start the run in its own process and return")
+    t.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train N runs with seeds seed, seed+1, ... (one after another; with "
+                        "--background all are launched and queue for the training slots)")
     t.add_argument("--no-wait", action="store_true", help="do not wait for a free training slot")
     _add_config_flags(t)
     pr = sub.add_parser("predict", help="predict masks for a folder of images with a finished run")

@@ -109,6 +109,41 @@ def config_diff(run_dirs) -> pd.DataFrame:
     return out
 
 
+SEED_POOLED = ("val_dice", "val_iou", "val_dice_img")  # pooled over seeds by across_seeds()
+
+
+def across_seeds(run_dirs) -> pd.DataFrame:
+    """Runs whose configs differ only in `seed` (and name, notes, sweep) pooled into one row each:
+    `config` (the fields that set the group apart from the other groups, or "all runs"), `runs`,
+    `seeds`, and for SEED_POOLED the mean and the sample std over the runs (`<metric>_std`; NaN
+    for a single run). A k-fold run counts once, with its mean over folds: the spread between
+    seeds is the honest error bar for a choice made on tiny data. Unfinished runs are left out."""
+    ignore = {"seed", *BOOKKEEPING}
+    groups: dict[str, list] = {}
+    for d in _dirs(run_dirs):
+        s = runs.read_json(d / "summary.json", {}) or {}
+        if "val_dice" not in s:
+            continue
+        cfg = _config(d)
+        key = repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in ignore))
+        groups.setdefault(key, []).append((cfg, s))
+    cfgs = [g[0][0] for g in groups.values()]
+    differ = [f for f in dict.fromkeys(k for c in cfgs for k in c)
+              if f not in ignore and len({repr(c.get(f)) for c in cfgs}) > 1]
+    rows = []
+    for members in groups.values():
+        cfg = members[0][0]
+        row = {"config": ", ".join(f"{f}={_fmt(cfg.get(f))}" for f in differ) or "all runs",
+               "runs": len(members), "seeds": ", ".join(str(c.get("seed")) for c, _ in members)}
+        for k in SEED_POOLED:
+            v = np.array([s.get(k, np.nan) for _, s in members], dtype=float)
+            row[k] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+            row[f"{k}_std"] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() >= 2 else np.nan
+        rows.append(row)
+    cols = ["config", "runs", "seeds", *[c for k in SEED_POOLED for c in (k, f"{k}_std")]]
+    return pd.DataFrame(rows, columns=cols)
+
+
 def _fmt(v) -> str:
     if v is None:
         return "—"

@@ -79,3 +79,18 @@ def test_kfold_run_gets_a_band(finished_runs, demo64, tmp_path, monkeypatch):
     assert list(band["lo"]) == pytest.approx([0.1, 0.2]) and list(band["hi"]) == pytest.approx([0.3, 0.4])
     assert rows[rows["label"] != "kfold-fake"]["lo"].isna().all()  # holdout: no band
     assert any("share no validation image" in i.value for i in at.info)
+
+
+def test_runs_that_differ_only_in_seed_show_mean_and_std(finished_runs, demo64, tmp_path, monkeypatch):
+    from test_compare import _seed_run
+    runs_dir = tmp_path / "runs"
+    seeded = [_seed_run(runs_dir, demo64, s, v) for s, v in ((0, 0.6), (1, 0.8))]
+    at = open_compare(runs_dir, demo64, [d.name for d in seeded], monkeypatch)
+    assert not at.exception, at.exception
+    assert "Across seeds" in [h.value for h in at.subheader]
+    [pooled] = [df.value for df in at.dataframe if "seeds" in df.value.columns]
+    assert pooled.iloc[0]["seeds"] == "0, 1" and pooled.iloc[0]["val_dice"] == pytest.approx(0.7)
+    # runs that differ in more than their seed: no such section
+    dirs = runs.list_runs(finished_runs)
+    at = open_compare(finished_runs, demo64, [d.name for d in dirs], monkeypatch)
+    assert "Across seeds" not in [h.value for h in at.subheader]

@@ -153,6 +153,20 @@ def test_two_starts_queue_two_runs(at, runs_dir, monkeypatch):
     assert texts[0].startswith("epoch ")
 
 
+def test_seeds_launch_one_run_per_seed(at, runs_dir):
+    fill(at, encoder="resnet18", epochs=1, batch_size=4, seed=3, name="repeat", n_seeds=3)
+    start(at)
+    assert not at.exception, at.exception
+    made = runs.list_runs(runs_dir)
+    cfgs = [RunConfig.load(d / "config.json") for d in made]
+    assert sorted(c.seed for c in cfgs) == [3, 4, 5]  # seed, seed+1, seed+2
+    assert {c.name for c in cfgs} == {"repeat"} and all(c.replace(seed=0) == cfgs[0].replace(seed=0) for c in cfgs)
+    flash = [m.value for m in at.sidebar.success]
+    assert flash and all(d.name in flash[0] for d in made)
+    for d in made:
+        assert wait_until(d, {"done", "failed"})["state"] == "done", (d / "log.txt").read_text()
+
+
 def test_a_clone_prefills_the_form_once(env, demo64):
     at = AppTest.from_file(PAGE, default_timeout=30)
     clone = RunConfig(data=str(demo64), arch="FPN", encoder="resnet34", loss="dice", epochs=7,

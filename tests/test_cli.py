@@ -292,3 +292,15 @@ def test_help(argv, capsys):
     if argv == ["train"]:
         # every config field is a flag, documented from the comment beside the field
         assert "--crop-size" in out and "--no-exclude-flagged" in out and "multiple of 32" in out
+
+
+def test_train_with_seeds_makes_one_run_per_seed(demo64, tmp_path, capsys):
+    rc, out, err = main(capsys, "train", "--data", demo64, "--runs-dir", tmp_path, "--epochs", 1,
+                        "--batch-size", 4, "--num-threads", 1, "--seed", 7, "--seeds", 2, "--no-wait")
+    assert rc == 0, err
+    made = runs.list_runs(tmp_path)
+    assert sorted(RunConfig.load(d / "config.json").seed for d in made) == [7, 8]
+    assert all(runs.status(d)["state"] == "done" for d in made)
+    assert out.count("run ") >= 2 and out.count("val_dice") >= 2
+    rc, _, err = main(capsys, "train", "--data", demo64, "--runs-dir", tmp_path, "--seeds", 0)
+    assert rc != 0 and "--seeds must be >= 1" in err and len(runs.list_runs(tmp_path)) == 2

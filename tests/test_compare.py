@@ -152,3 +152,30 @@ def test_select_runs_filters_and_sorts(finished_runs, tmp_path, demo64):
     by = compare.select_runs(table, sort_by="val_dice", ascending=False)
     assert by["val_dice"].is_monotonic_decreasing
     assert pd.api.types.is_datetime64_any_dtype(by["created"])
+
+
+def _seed_run(runs_dir: Path, data: Path, seed: int, dice: float, **cfg) -> Path:
+    """A hand-made finished holdout run with the given seed, val Dice and config fields."""
+    d = Path(runs_dir) / f"20200101-00000{seed}-{cfg.get('loss', 'bce_dice')}-s{seed}"
+    d.mkdir(parents=True)
+    tiny_config(data, seed=seed, name=f"seed {seed}", **cfg).save(d / "config.json")
+    runs.write_json(d / "status.json", {"state": "done", "created": 1.0e9})
+    runs.write_json(d / "summary.json", {"folds": 1, "val_dice": dice, "val_iou": dice / 2})
+    return d
+
+
+def test_across_seeds_pools_runs_that_differ_only_in_seed(tmp_path, demo64):
+    a = [_seed_run(tmp_path, demo64, s, v) for s, v in ((0, 0.70), (1, 0.80), (2, 0.90))]
+    b = [_seed_run(tmp_path, demo64, s, v, loss="dice") for s, v in ((0, 0.60), (1, 0.64))]
+    lone = _seed_run(tmp_path / "x", demo64, 5, 0.5, loss="focal")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    tiny_config(demo64, seed=9).save(unfinished / "config.json")  # no summary.json: left out
+    df = compare.across_seeds([*a, *b, lone, unfinished]).set_index("config")
+    assert list(df.index) == ["loss=bce_dice", "loss=dice", "loss=focal"]
+    assert list(df["runs"]) == [3, 2, 1] and df.loc["loss=bce_dice", "seeds"] == "0, 1, 2"
+    assert df.loc["loss=bce_dice", "val_dice"] == pytest.approx(0.80)
+    assert df.loc["loss=bce_dice", "val_dice_std"] == pytest.approx(0.10)  # sample std over seeds
+    assert df.loc["loss=dice", "val_iou"] == pytest.approx(0.31)
+    assert np.isnan(df.loc["loss=focal", "val_dice_std"])  # one run: no spread to show
+    assert list(compare.across_seeds(a)["config"]) == ["all runs"]

@@ -59,6 +59,17 @@ def fetch_dida(dest, url: str = DIDA_URL, timeout: float = 10.0) -> Path:
         os.unlink(tmp_name)
 
 
+def _copy_capped(src, dst, written: int, limit: int, too_big) -> int:
+    """Copy src to dst in chunks, counting real bytes on top of `written`; past `limit`, raise
+    FetchError(too_big()) before writing the chunk. Returns the new count."""
+    while chunk := src.read(_CHUNK):
+        written += len(chunk)
+        if written > limit:
+            raise FetchError(too_big())
+        dst.write(chunk)
+    return written
+
+
 def _download(url: str, out, timeout: float) -> str:
     """Stream `url` into the open binary file `out`; return the response's Content-Type."""
     offline_hint = (
@@ -71,15 +82,9 @@ def _download(url: str, out, timeout: float) -> str:
         raise FetchError(f"Could not download the DIDA archive from {url}: {problem}. {offline_hint}")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            written = 0
-            while chunk := resp.read(_CHUNK):
-                written += len(chunk)
-                if written > MAX_DOWNLOAD_BYTES:
-                    raise FetchError(
-                        f"{url} sent more than {MAX_DOWNLOAD_BYTES // 2**20} MiB; that is not the "
-                        "DIDA archive. Download it by hand and upload it instead."
-                    )
-                out.write(chunk)
+            _copy_capped(resp, out, 0, MAX_DOWNLOAD_BYTES, lambda: (
+                f"{url} sent more than {MAX_DOWNLOAD_BYTES // 2**20} MiB; that is not the "
+                "DIDA archive. Download it by hand and upload it instead."))
             return resp.headers.get("Content-Type", "")
     except urllib.error.HTTPError as e:
         raise FetchError(
@@ -228,14 +233,9 @@ def _write_members(zf: zipfile.ZipFile, name: str, members, out: Path, max_bytes
             seen.add(base)
             try:
                 with zf.open(info) as src, open(folder / base, "xb") as dst:
-                    while chunk := src.read(_CHUNK):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise FetchError(
-                                f"{name} unpacks to more than the limit of {max_bytes / 2**20:.1f} MiB "
-                                "(its size header is wrong); refusing to unpack it (possible zip bomb)."
-                            )
-                        dst.write(chunk)
+                    written = _copy_capped(src, dst, written, max_bytes, lambda: (
+                        f"{name} unpacks to more than the limit of {max_bytes / 2**20:.1f} MiB "
+                        "(its size header is wrong); refusing to unpack it (possible zip bomb)."))
             except FetchError:
                 raise
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as e:

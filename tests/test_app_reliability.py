@@ -4,13 +4,11 @@ session state never reach outside the runs folder."""
 from __future__ import annotations
 
 import functools
-import io
 import json
 import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import tiny_config
 from roofseg import fetch, runs
 from roofseg.config import RunConfig
+from test_fetch import make_zip
 from test_reliability import huge_png, readonly, truncate  # noqa: F401  (readonly is a fixture)
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
@@ -93,18 +92,6 @@ def test_data_page_says_a_folder_without_labels_is_prediction_only(env, demo_cop
     assert "prediction-only" in texts(at.info)
 
 
-def zip_bytes(entries: dict[str, bytes], links: dict[str, str] = {}) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, b in entries.items():
-            z.writestr(name, b)
-        for name, target in links.items():
-            info = zipfile.ZipInfo(name)
-            info.create_system, info.external_attr = 3, (0o120777 << 16)  # a unix symlink
-            z.writestr(info, target)
-    return buf.getvalue()
-
-
 def test_data_page_upload_keeps_unsafe_zip_entries_out(env, demo64, tmp_path):
     entries = {f"export/ü data/{p.relative_to(demo64).as_posix()}": p.read_bytes()
                for p in demo64.rglob("*.png")}  # nested folders, unicode
@@ -113,7 +100,7 @@ def test_data_page_upload_keeps_unsafe_zip_entries_out(env, demo64, tmp_path):
                 "/tmp/roofseg-evil/images/x.png": png}
     at = page("data.py")
     at.file_uploader(key="data_zip").set_value(
-        ("roofs.zip", zip_bytes(entries, {"export/ü data/images/link.png": "/etc/passwd"}), "application/zip")).run()
+        ("roofs.zip", make_zip(entries, {"export/ü data/images/link.png": "/etc/passwd"}), "application/zip")).run()
     at.button(key="unpack_zip").click().run()
     assert not at.exception and not at.error
     dest = tmp_path / "data_root" / "uploads" / "roofs"
@@ -126,7 +113,7 @@ def test_data_page_upload_keeps_unsafe_zip_entries_out(env, demo64, tmp_path):
 def test_data_page_refuses_a_zip_bomb(env, tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "extract_dataset_zip", functools.partial(fetch.extract_dataset_zip, max_bytes=2**20))
     at = page("data.py")
-    bomb = zip_bytes({"roofs/images/big.png": b"\0" * (8 * 2**20)})
+    bomb = make_zip({"roofs/images/big.png": b"\0" * (8 * 2**20)})
     at.file_uploader(key="data_zip").set_value(("bomb.zip", bomb, "application/zip")).run()
     at.button(key="unpack_zip").click().run()
     assert not at.exception

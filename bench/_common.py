@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first, not the repo root
     sys.path.insert(0, str(ROOT))
@@ -105,6 +107,40 @@ def command() -> str:
         pass
     env = [f"{k}={v}" for k, v in ENV_GIVEN.items()]
     return shlex.join([*env, ".venv/bin/python", str(script), *sys.argv[1:]])
+
+
+def reference_epoch_s(dataset, epochs: int = 3, threads: int = 2) -> dict:
+    """Seconds per epoch of the reference loop that budgets are expressed in ("reference epochs"):
+    smp Unet-resnet18 from scratch, batch 4, the dataset's labelled images as in-memory tensors,
+    AdamW, `threads` torch threads; forward + backward + step only. One warm-up epoch, then the
+    median of `epochs`. Run in the same session as what it normalises, since these machines differ
+    up to 4x in speed from one session to the next."""
+    import torch
+    import segmentation_models_pytorch as smp
+    from roofseg import augment, data
+    d = data.load_dataset(dataset)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        x = augment.normalize(torch.from_numpy(np.ascontiguousarray(d.images[..., :3])), 3)
+        y = torch.from_numpy(d.masks)[:, None].float()
+        model = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=1)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        model.train()
+        times = []
+        for e in range(epochs + 1):
+            t = time.perf_counter()
+            for i in range(0, len(x), 4):
+                opt.zero_grad()
+                loss_fn(model(x[i:i + 4]), y[i:i + 4]).backward()
+                opt.step()
+            if e:
+                times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(old)
+    return {"median_s": med(times), "epochs_s": times, "images": len(x), "threads": threads}
 
 
 def peak_rss_mib() -> float:

@@ -5,10 +5,14 @@ fields, then --set overrides, then --epochs/--folds when given. Runs train one a
 this process, exactly as `python -m roofseg train` does (runs.create_run + worker.execute, waiting
 for a free training slot), into --runs-dir (default runs/, so they also show in the app).
 
-Reported per config, from its summary.json (train.summarize): val Dice and IoU as mean ± sample
-std over folds (each fold's best epoch by val Dice, so slightly optimistic: the epoch is chosen on
-the same fold it is scored on), the out-of-fold per-image Dice mean (oof_dice_img: every labelled
-image predicted by the fold model that did not train on it), and minutes of training.
+Reported per config and seed, from its summary.json (train.summarize, predict.write_predictions):
+- val Dice at the **last** epoch (the honest figure) and at each fold's best epoch (chosen on the
+  fold it is scored on, so optimistic), as mean ± sample std over folds;
+- out-of-fold Dice, pooled over all pixels of the labelled images, each predicted by the fold model
+  that did not train on it: at threshold 0.5 without TTA, with TTA (when the config asks for it),
+  and at a threshold tuned on the other folds' out-of-fold predictions;
+- minutes, and "reference epochs": the wall time of the whole k-fold run divided by one epoch of
+  the reference loop (_common.reference_epoch_s) timed in the same session, before and after.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from pathlib import Path
 
 import _common  # first: puts the repo root on sys.path
 from _common import ROOT, parser, peak_rss_mib, report, resolve_data
+
+import numpy as np
 
 import roofseg  # noqa: F401
 from roofseg import runs, train, worker
@@ -75,6 +81,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs for every config (e.g. 1 for a smoke test)")
     p.add_argument("--runs-dir", default=str(ROOT / "runs"), help="where the run folders go")
     p.add_argument("--sweep", default="bench-quality", help="sweep tag written into each run's config")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="run every config once per seed")
+    p.add_argument("--ref-threads", type=int, default=2, help="torch threads of the reference loop")
     args = p.parse_args()
     _common.machine()  # before any change to torch's threads
 
@@ -83,7 +91,10 @@ def main() -> None:
     print(f"data: {dataset} — {what}")
     sets = parse_sets(args.set)
     cfgs = []
-    for c in load_configs(args.config) or DEFAULT_CONFIGS:
+    given = load_configs(args.config) or DEFAULT_CONFIGS
+    if args.seeds:
+        given = [{**c, "seed": s} for c in given for s in args.seeds]
+    for c in given:
         d = {**RunConfig().to_dict(), "data": str(dataset), "folds": 5, "sweep": args.sweep,
              **c, **sets}
         if args.folds is not None:
@@ -99,6 +110,8 @@ def main() -> None:
             p.error(" ".join(str(e).split()))
         cfgs.append(cfg)
 
+    ref = [_common.reference_epoch_s(dataset, threads=args.ref_threads)]
+    print(f"reference epoch: {ref[0]['median_s']:.2f} s", flush=True)
     rows = []
     for i, cfg in enumerate(cfgs, 1):
         d = runs.create_run(cfg, args.runs_dir)
@@ -115,28 +128,46 @@ def main() -> None:
         row = {"run": str(d), "config": cfg.to_dict(), "changed": changed(cfg), "state": st["state"],
                "error": st.get("error"), "wall_minutes": wall / 60}
         for k in ("val_dice", "val_dice_std", "val_iou", "val_iou_std", "oof_dice_img", "oof_iou_img",
+                  "val_dice_last", "val_dice_last_std", "val_iou_last", "val_iou_last_std", "oof_dice",
+                  "oof_dice_no_tta", "threshold_oof", "oof_dice_tuned", "oof_dice_tuned_cv",
                   "minutes", "folds", "epochs", "best_epoch", "pairs", "excluded"):
             row[k] = s.get(k)
         rows.append(row)
         if st["state"] != "done":
             print(f"  run {st['state']}: {st.get('error')} (see {d / 'log.txt'})", flush=True)
 
-    def f(v, spec=".4f"):
+    ref.append(_common.reference_epoch_s(dataset, threads=args.ref_threads))
+    ref_s = float(np.mean([r["median_s"] for r in ref]))
+    for r in rows:
+        r["reference_epochs"] = r["wall_minutes"] * 60 / ref_s
+
+    def f(v, spec=".3f"):
         return "—" if v is None else format(v, spec)
     lines = [f"- data: {dataset} ({what}); runs in {args.runs_dir} (sweep tag '{args.sweep}')",
-             "- val Dice/IoU: pixels pooled over each fold's validation images at its best epoch (by "
-             "val Dice), then mean ± sample std over folds; OOF Dice/img: mean per-image Dice of the "
-             "out-of-fold predictions",
-             "", "| config (changed from defaults) | folds × epochs | val Dice | val IoU | OOF Dice/img "
-             "| minutes | run |", "|---|---|---|---|---|---|---|"]
+             "- val Dice: pixels pooled over each fold's validation images, at the last epoch and at "
+             "the fold's best epoch (by val Dice), then mean ± sample std over folds",
+             "- OOF Dice: pixels pooled over all out-of-fold predictions; 0.5 = threshold 0.5 without "
+             "TTA; TTA = the 8 flips/rotations averaged (when the config has tta); tuned = each fold at "
+             "the threshold that maximised the other folds' OOF Dice (the tuned threshold over all folds "
+             "in brackets)",
+             f"- reference epoch (smp Unet-resnet18, batch 4, {ref[0]['images']} images in memory, "
+             f"{args.ref_threads} threads): {ref[0]['median_s']:.2f} s before, {ref[1]['median_s']:.2f} s after; "
+             "ref. epochs = wall time of the whole k-fold run / their mean",
+             "", "| config (changed from defaults) | seed | folds × epochs | val Dice last | val Dice best "
+             "| OOF 0.5 | OOF TTA | OOF tuned [thr] | minutes | ref. epochs | run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        ch = changed(RunConfig.from_dict({**r["config"], "seed": 0}))
         if r["state"] != "done":
-            lines.append(f"| {r['changed']} | {r['config']['folds']} × {r['config']['epochs']} | "
-                         f"{r['state']}: {r['error']} | | | {r['wall_minutes']:.1f} | {Path(r['run']).name} |")
+            lines.append(f"| {ch} | {r['config']['seed']} | {r['config']['folds']} × {r['config']['epochs']} | "
+                         f"{r['state']}: {r['error']} | | | | | {r['wall_minutes']:.1f} | | {Path(r['run']).name} |")
             continue
-        lines.append(f"| {r['changed']} | {r['folds']} × {r['epochs']} | {f(r['val_dice'])} ± "
-                     f"{f(r['val_dice_std'])} | {f(r['val_iou'])} ± {f(r['val_iou_std'])} | "
-                     f"{f(r['oof_dice_img'])} | {f(r['minutes'], '.1f')} | {Path(r['run']).name} |")
+        tta = r["config"]["tta"]
+        plain = r["oof_dice_no_tta"] if tta else r["oof_dice"]
+        lines.append(f"| {ch} | {r['config']['seed']} | {r['folds']} × {r['epochs']} | {f(r['val_dice_last'])} ± "
+                     f"{f(r['val_dice_last_std'])} | {f(r['val_dice'])} ± {f(r['val_dice_std'])} | {f(plain)} | "
+                     f"{f(r['oof_dice']) if tta else '—'} | {f(r['oof_dice_tuned_cv'])} [{f(r['threshold_oof'], '.3g')}] | "
+                     f"{f(r['wall_minutes'], '.1f')} | {f(r['reference_epochs'], '.0f')} | {Path(r['run']).name} |")
     pairs = next((r["pairs"] for r in rows if r.get("pairs")), None)
     excl = next((r["excluded"] for r in rows if r.get("excluded")), None)
     if pairs:
@@ -144,7 +175,8 @@ def main() -> None:
         lines.append(f"- {pairs} labelled pairs" + (f"; excluded: {', '.join(f'{k} ({v})' for k, v in excl.items())}"
                                                      if excl else ""))
     lines.append(f"- peak RSS {peak_rss_mib():.0f} MiB")
-    report(NAME, "k-fold quality", lines, {"data": str(dataset), "data_kind": what, "runs": rows}, args.out)
+    report(NAME, "k-fold quality", lines, {"data": str(dataset), "data_kind": what, "reference": ref,
+                                           "runs": rows}, args.out)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import torch
 
-# Normalisation for every encoder: ImageNet statistics for RGB (what smp's pretrained encoders
-# expect; for scratch training it is just a standardisation) and 0.5/0.5 for alpha.
+# Default normalisation (runs pass their config's own, RunConfig.stats()): ImageNet statistics
+# for RGB and 0.5/0.5 for alpha.
 MEAN = (0.485, 0.456, 0.406, 0.5)
 STD = (0.229, 0.224, 0.225, 0.5)
 
@@ -78,9 +78,11 @@ def collate(batch):
     return imgs, masks
 
 
-def normalize(imgs: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """(B, H, W, C) uint8 on any device -> (B, C, H, W) float32, standardised per channel."""
-    mean = torch.tensor(MEAN[:in_channels], device=imgs.device).view(1, -1, 1, 1)
-    std = torch.tensor(STD[:in_channels], device=imgs.device).view(1, -1, 1, 1)
+def normalize(imgs: torch.Tensor, in_channels: int, stats=None) -> torch.Tensor:
+    """(B, H, W, C) uint8 on any device -> (B, C, H, W) float32, standardised per channel with
+    stats = (mean, std) in 0..1 (RunConfig.stats(); default MEAN/STD)."""
+    m, s = stats or (MEAN, STD)
+    mean = torch.tensor(m[:in_channels], device=imgs.device).view(1, -1, 1, 1)
+    std = torch.tensor(s[:in_channels], device=imgs.device).view(1, -1, 1, 1)
     x = imgs.permute(0, 3, 1, 2).float().div_(255.0)
     return (x - mean) / std

@@ -17,7 +17,7 @@ ARCHS = ["Unet", "UnetPlusPlus", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", 
          "PAN", "UPerNet", "Segformer", "DPT"]
 # A curated set of encoders that construct offline and suit 256 px inputs on a laptop; any other
 # smp encoder name is accepted too (models.build_model says clearly when a pair does not build).
-ENCODERS = ["resnet18", "resnet34", "resnet50", "resnext50_32x4d", "efficientnet-b0",
+ENCODERS = ["timm-tf_efficientnet_lite0", "timm-tf_efficientnet_lite1", "timm-tf_efficientnet_lite2", "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "efficientnet-b0",
             "efficientnet-b2", "mobilenet_v2", "densenet121", "vgg11_bn", "mit_b0", "mit_b2",
             "tu-convnext_atto", "tu-regnety_002", "mobileone_s0"]
 # Pairs smp refuses to build (checked against smp 0.6.0 by tests/test_models.py::test_compat_table).
@@ -36,6 +36,33 @@ def incompatible(arch: str, encoder: str) -> str | None:
         if encoder.startswith(prefix) and arch in archs:
             return why
     return None
+
+
+# Input normalisation. RGB statistics an encoder was pretrained with (ImageNet's unless listed);
+# scratch training uses them too, as a plain standardisation. Runs saved before norm_mean/norm_std
+# existed used IMAGENET_STATS for every encoder, and keep predicting with it (RunConfig.from_saved).
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+ENCODER_STATS = {f"timm-tf_efficientnet_lite{i}": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) for i in range(5)}
+KEEP = ["best", "last"]
+
+
+def encoder_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of RGB in 0..1 that `encoder`'s pretrained weights expect."""
+    return ENCODER_STATS.get(encoder, IMAGENET_STATS)
+
+
+def _fmt(v) -> str:
+    return ",".join(f"{x:g}" for x in v)
+
+
+def parse_stats(text: str, field: str = "norm_mean") -> tuple[float, float, float]:
+    try:
+        v = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        v = ()
+    if len(v) != 3 or not all(math.isfinite(x) for x in v):
+        raise ConfigError(f"{field}={text!r}: expected three numbers 'r,g,b' in 0..1")
+    return v
 
 
 LOSSES = ["bce", "dice", "jaccard", "focal", "lovasz", "tversky", "bce_dice", "bce_logdice"]
@@ -68,6 +95,12 @@ class RunConfig:
     encoder: str = "resnet18"         # smp encoder name, as smp spells it
     encoder_weights: str = "none"     # none | imagenet | path to a local encoder weights file
     init_from: str = ""               # run folder (or id) whose best weights to fine-tune from
+    norm_mean: str = ""               # RGB mean 'r,g,b' (0..1) inputs are standardised with; '' = the encoder's own
+    norm_std: str = ""                # RGB std 'r,g,b' (0..1); '' = the encoder's own pretrained statistics
+    # fine-tuning
+    encoder_lr_mult: float = 1.0      # encoder lr = lr x this (e.g. 0.1: move pretrained features gently)
+    freeze_encoder_epochs: int = 0    # train only the decoder for the first N epochs, encoder fixed
+    freeze_bn: bool = False           # keep the encoder's BatchNorm statistics fixed (batches of 2 give noisy ones)
     # optimisation
     loss: str = "bce_dice"            # loss on logits (smp.losses): bce, dice, ..., bce_dice
     optimizer: str = "adamw"          # adam | adamw | sgd | rmsprop | adagrad | nadam | radam
@@ -83,6 +116,8 @@ class RunConfig:
     folds: int = 0                    # k >= 2: k-fold cross-validation, one model per fold
     seed: int = 0                     # seeds splits, init and augmentation
     threshold: float = 0.5            # probability above which a pixel is roof
+    keep: str = "best"                # weights kept per fold: best (by val Dice) | last (the honest figure)
+    tta: bool = False                 # predictions average the 8 flips/rotations of the square (8x slower)
     # runtime
     device: str = "auto"              # auto = cuda when present, else cpu
     amp: bool = True                  # bf16 autocast on CUDA; ignored on CPU
@@ -107,6 +142,27 @@ class RunConfig:
         for k, v in d.items():
             kw[k] = _coerce(known[k], v, source)
         return cls(**kw)
+
+    @classmethod
+    def from_saved(cls, d: dict, source: str = "config") -> "RunConfig":
+        """A config read back from a run folder or checkpoint. Runs saved before the normalisation
+        was recorded used ImageNet statistics for every encoder: fill those in, so old runs
+        predict exactly as they did."""
+        d = dict(d)
+        for key, stats in zip(("norm_mean", "norm_std"), IMAGENET_STATS):
+            d.setdefault(key, _fmt(stats))
+        return cls.from_dict(d, source)
+
+    def resolved(self) -> "RunConfig":
+        """This config with the encoder's normalisation written out (what a run records)."""
+        mean, std = encoder_stats(self.encoder)
+        return self.replace(norm_mean=self.norm_mean or _fmt(mean), norm_std=self.norm_std or _fmt(std))
+
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per input channel, alpha (0.5, 0.5) appended when in_channels is 4."""
+        r = self.resolved()
+        mean, std = parse_stats(r.norm_mean, "norm_mean"), parse_stats(r.norm_std, "norm_std")
+        return (mean + (0.5,))[:self.in_channels], (std + (0.5,))[:self.in_channels]
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
@@ -136,7 +192,7 @@ class RunConfig:
 
         for field, choices in [("arch", ARCHS), ("loss", LOSSES), ("optimizer", OPTIMIZERS),
                                ("schedule", SCHEDULES), ("augment", AUGMENTS),
-                               ("in_channels", CHANNELS), ("device", DEVICES)]:
+                               ("in_channels", CHANNELS), ("device", DEVICES), ("keep", KEEP)]:
             if getattr(self, field) not in choices:
                 bad(field, f"must be one of {choices}")
         if not self.encoder or not isinstance(self.encoder, str):
@@ -171,6 +227,15 @@ class RunConfig:
             bad("num_threads", "must be >= 0")
         if not self.encoder_weights:
             bad("encoder_weights", f"must be {WEIGHTS_HELP}")
+        for field in ("norm_mean", "norm_std"):
+            if getattr(self, field):
+                v = parse_stats(getattr(self, field), f"{source}: {field}")
+                if field == "norm_std" and min(v) <= 0:
+                    bad(field, "every std must be > 0")
+        if not math.isfinite(self.encoder_lr_mult) or not 0 <= self.encoder_lr_mult <= 10:
+            bad("encoder_lr_mult", "must be between 0 and 10 (0 keeps the encoder fixed)")
+        if not 0 <= self.freeze_encoder_epochs <= self.epochs:
+            bad("freeze_encoder_epochs", f"must be between 0 and epochs ({self.epochs})")
         return self
 
 

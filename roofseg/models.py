@@ -74,6 +74,32 @@ def init_from_run(model: torch.nn.Module, cfg: RunConfig, log=print) -> None:
     log(f"initialised from {paths[0]} (epoch {ck.get('epoch')}, val_dice {ck.get('val_dice', float('nan')):.4f})")
 
 
+def param_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
+    """Optimizer parameter groups: the encoder at lr x encoder_lr_mult, the rest (decoder, head) at lr.
+    A pretrained encoder already holds useful features; on 20 images a full lr can wash them out."""
+    enc = list(model.encoder.parameters())
+    ids = {id(p) for p in enc}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": enc, "lr": cfg.lr * cfg.encoder_lr_mult, "name": "encoder"},
+            {"params": rest, "lr": cfg.lr, "name": "decoder"}]
+
+
+def set_train_mode(model: torch.nn.Module, cfg: RunConfig, epoch: int) -> None:
+    """model.train(), then what the fine-tuning fields ask for this epoch (1-based):
+    freeze_encoder_epochs fixes the encoder's weights and BatchNorm statistics; freeze_bn keeps the
+    encoder's BatchNorm statistics (running mean/var) as loaded, while still training its weights."""
+    model.train()
+    frozen = epoch <= cfg.freeze_encoder_epochs
+    for p in model.encoder.parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        model.encoder.eval()
+    elif cfg.freeze_bn:
+        for m in model.encoder.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def build_loss(name: str):
     """Loss on (N, 1, H, W) logits and (N, 1, H, W) float 0/1 targets."""
     L = smp.losses
@@ -130,6 +156,7 @@ def build_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int):
     if cfg.schedule == "onecycle":
         # OneCycleLR cycles momentum by default, which fails for optimizers without one (adagrad)
         cycle = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total + 1,
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=total + 1,
                                                    cycle_momentum=cycle)
     raise ModelError(f"unknown schedule {cfg.schedule!r}; choose one of {SCHEDULES}")

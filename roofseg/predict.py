@@ -23,7 +23,7 @@ def load_model(path, device="cpu") -> tuple[torch.nn.Module, RunConfig]:
     """Rebuild a model from a checkpoint's own config (no weight download) and load its weights."""
     from .models import _create
     ck = runs.load_checkpoint(path)
-    cfg = RunConfig.from_dict(ck["config"], source=str(path))
+    cfg = RunConfig.from_saved(ck["config"], source=str(path))
     model = _create(cfg.arch, cfg.encoder, cfg.in_channels)
     model.load_state_dict(ck["state_dict"])
     return model.to(device).eval(), cfg
@@ -38,19 +38,77 @@ def load_run_models(run_dir, device="cpu"):
     return [m for m, _ in loaded], loaded[0][1]
 
 
+# The 8 symmetries of the square (dihedral group D4): k quarter turns, then an optional mirror.
+D4 = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def _d4(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    x = torch.rot90(x, k, dims=(2, 3))
+    return x.flip(3) if flip else x
+
+
+def _d4_inverse(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    x = x.flip(3) if flip else x
+    return torch.rot90(x, -k, dims=(2, 3))
+
+
 @torch.no_grad()
 def predict_probs(models, images: np.ndarray, in_channels: int, device="cpu",
-                  batch_size: int = 8) -> np.ndarray:
-    """(N, H, W, 4) uint8 with H, W multiples of 32 -> (N, H, W) float32 mean sigmoid of models."""
+                  batch_size: int = 8, stats=None, tta: bool = False) -> np.ndarray:
+    """(N, H, W, 4) uint8 with H, W multiples of 32 -> (N, H, W) float32 mean sigmoid of models.
+
+    stats: (mean, std) the models were trained with (RunConfig.stats()). tta: average each model's
+    probabilities over the 8 flips and rotations of the image (each mapped back first); aerial
+    roofs have no "up", so every view is an equally valid input, and 8 views cost 8 forwards.
+    """
     device = torch.device(device)
     out = np.zeros(images.shape[:3], np.float32)
+    views = D4 if tta else [(0, False)]
     for i in range(0, len(images), batch_size):
         # np.array copies: decoded images may be read-only, and torch warns on those
         batch = np.array(images[i:i + batch_size, ..., :in_channels])
-        x = augment.normalize(torch.from_numpy(batch).to(device), in_channels)
-        p = sum(torch.sigmoid(m(x).float()) for m in models) / len(models)
+        x = augment.normalize(torch.from_numpy(batch).to(device), in_channels, stats)
+        p = sum(_d4_inverse(torch.sigmoid(m(_d4(x, k, f)).float()), k, f)
+                for m in models for k, f in views) / (len(models) * len(views))
         out[i:i + batch_size] = p[:, 0].cpu().numpy()
     return out
+
+
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.025), 3)
+
+
+def pooled_dice(probs: list[np.ndarray], masks: list[np.ndarray], thresholds=THRESHOLDS) -> np.ndarray:
+    """Dice over all pixels of all images (micro), at each threshold: (len(thresholds),)."""
+    p = np.concatenate([a.ravel() for a in probs])
+    y = np.concatenate([m.ravel() for m in masks]) > 0
+    t = np.asarray(thresholds)[:, None]
+    # sort once; counts of predictions >= t come from searchsorted, not a pass per threshold
+    ps, ys = np.sort(p), y[np.argsort(p, kind="stable")]
+    cum_pos = np.concatenate([[0], np.cumsum(ys[::-1])])[::-1]  # positives at index >= i
+    start = np.searchsorted(ps, t[:, 0], side="left")
+    tp = cum_pos[start]
+    pred = len(p) - start
+    return 2 * tp / np.maximum(pred + y.sum(), 1)
+
+
+def tune_threshold(probs, masks, folds) -> dict:
+    """Threshold that maximises pooled out-of-fold Dice, and an honest estimate of what it gives:
+    each fold scored at the threshold chosen on the *other* folds' predictions."""
+    probs, masks, folds = list(probs), list(masks), np.asarray(folds)
+    d = pooled_dice(probs, masks)
+    best = float(THRESHOLDS[int(np.argmax(d))])
+    tp = pred = pos = 0.0
+    for f in np.unique(folds):
+        rest = [i for i in range(len(probs)) if folds[i] != f]
+        mine = [i for i in range(len(probs)) if folds[i] == f]
+        if not rest:
+            return {"threshold_oof": best, "oof_dice_tuned": float(d.max()), "oof_dice_tuned_cv": None}
+        t = THRESHOLDS[int(np.argmax(pooled_dice([probs[i] for i in rest], [masks[i] for i in rest])))]
+        for i in mine:
+            b, y = probs[i] >= t, masks[i] > 0
+            tp, pred, pos = tp + (b & y).sum(), pred + b.sum(), pos + y.sum()
+    return {"threshold_oof": best, "oof_dice_tuned": float(d.max()),
+            "oof_dice_tuned_cv": float(2 * tp / max(pred + pos, 1))}
 
 
 def fit_to_32(img: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
@@ -131,7 +189,7 @@ def decode_uploads(files: dict[str, bytes]) -> dict[str, np.ndarray]:
     return out
 
 
-def predict_images(run_dir, images: dict[str, np.ndarray], device="cpu") -> dict[str, np.ndarray]:
+def predict_images(run_dir, images: dict[str, np.ndarray], device="cpu", tta: bool = False) -> dict[str, np.ndarray]:
     """{name: (H, W, 3|4) uint8} -> {name: (H, W) float32 probability}, each at its own size."""
     models, cfg = load_run_models(run_dir, device)
     out = {}
@@ -141,19 +199,27 @@ def predict_images(run_dir, images: dict[str, np.ndarray], device="cpu") -> dict
         if img.shape[2] == 3:
             img = np.concatenate([img, np.full(img.shape[:2] + (1,), 255, np.uint8)], axis=2)
         x, hw = fit_to_32(img)
-        out[name] = resize_prob(predict_probs(models, x[None], cfg.in_channels, device)[0], hw)
+        out[name] = resize_prob(predict_probs(models, x[None], cfg.in_channels, device, stats=cfg.stats(),
+                                              tta=tta)[0], hw)
     return out
 
 
-def write_predictions(run_dir, d, splits, models, cfg: RunConfig, device) -> list[dict]:
-    """Write predictions/{val,val_prob,test,test_prob}/*.png and per_image.json; return its rows."""
+def write_predictions(run_dir, d, splits, models, cfg: RunConfig, device) -> tuple[list[dict], dict]:
+    """Write predictions/{val,val_prob,test,test_prob}/*.png and per_image.json.
+
+    Returns (per-image rows, out-of-fold figures): pooled OOF Dice at the config's threshold, and,
+    for k-fold runs, the threshold tuned on the OOF predictions (tune_threshold)."""
     run_dir = Path(run_dir)
     for sub in ("val", "val_prob", "test", "test_prob"):
         (run_dir / "predictions" / sub).mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, oof_p, oof_y, oof_f = [], [], [], []
+    norm = cfg.stats()
     for fold, (_, va) in enumerate(splits):
         model = models[fold] if len(models) == len(splits) else models[0]
-        probs = predict_probs([model], d.images[va], cfg.in_channels, device)
+        probs = predict_probs([model], d.images[va], cfg.in_channels, device, stats=norm, tta=cfg.tta)
+        oof_p += list(probs)
+        oof_y += list(d.masks[va])
+        oof_f += [fold] * len(va)
         t = torch.from_numpy(probs)[:, None]
         logits = torch.logit(t.clamp(1e-6, 1 - 1e-6))
         stats = metrics.confusion(logits, torch.from_numpy(d.masks[va])[:, None], cfg.threshold)
@@ -163,14 +229,22 @@ def write_predictions(run_dir, d, splits, models, cfg: RunConfig, device) -> lis
             _write(run_dir / "predictions" / "val" / f"{name}.png", mask_png(p, cfg.threshold))
             _write(run_dir / "predictions" / "val_prob" / f"{name}.png", prob_png(p))
             rows.append({"name": name, "fold": fold, **s})
+    oof = {"oof_dice": float(pooled_dice(oof_p, oof_y, [cfg.threshold])[0])}
+    if cfg.tta:  # what TTA gained on this run: the same fold models, one view only
+        plain = [predict_probs([models[f] if len(models) == len(splits) else models[0]],
+                               d.images[va], cfg.in_channels, device, stats=norm)
+                 for f, (_, va) in enumerate(splits)]
+        oof["oof_dice_no_tta"] = float(pooled_dice([p for b in plain for p in b], oof_y, [cfg.threshold])[0])
+    if len(splits) >= 2:
+        oof.update(tune_threshold(oof_p, oof_y, oof_f))
     if len(d.test_names):
-        probs = predict_probs(models, d.test_images, cfg.in_channels, device)
+        probs = predict_probs(models, d.test_images, cfg.in_channels, device, stats=norm, tta=cfg.tta)
         for name, p in zip(d.test_names, probs):
             p = resize_prob(p, d.orig_sizes[name])
             _write(run_dir / "predictions" / "test" / f"{name}.png", mask_png(p, cfg.threshold))
             _write(run_dir / "predictions" / "test_prob" / f"{name}.png", prob_png(p))
     runs.write_json(run_dir / "per_image.json", rows)
-    return rows
+    return rows, oof
 
 
 def _write(path: Path, b: bytes) -> None:

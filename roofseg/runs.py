@@ -135,8 +135,9 @@ def resolve(runs_dir, run_id: str) -> Path:
 
 
 def create_run(cfg: RunConfig, runs_dir="runs") -> Path:
-    """Make a new run folder (unique even when two start in the same second) with its config."""
-    cfg.validate()
+    """Make a new run folder (unique even when two start in the same second) with its config
+    (its normalisation written out, so the folder says what inputs the weights expect)."""
+    cfg = cfg.resolved().validate()
     runs_dir, d = Path(runs_dir), None
     slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{cfg.arch}-{cfg.encoder}").strip("-")[:40]
     try:

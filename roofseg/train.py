@@ -17,7 +17,7 @@ import torch
 
 from . import augment, data, metrics, predict, runs
 from .config import RunConfig
-from .models import build_loss, build_model, build_optimizer, build_scheduler
+from .models import build_loss, build_model, build_optimizer, build_scheduler, param_groups, set_train_mode
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -39,15 +39,16 @@ def _autocast(device: torch.device, amp: bool):
 
 def _prepare(batch, device, cfg):
     imgs, masks = batch
-    x = augment.normalize(imgs.to(device, non_blocking=True), cfg.in_channels)
+    x = augment.normalize(imgs.to(device, non_blocking=True), cfg.in_channels, cfg.stats())
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     return x, masks.to(device, non_blocking=True).float()
 
 
-def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, device, cfg: RunConfig) -> dict:
-    """One pass over the loader; returns train_loss, train_dice, ..., lr (at the epoch's end)."""
-    model.train()
+def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, device, cfg: RunConfig, epoch: int = 1) -> dict:
+    """One pass over the loader; returns train_loss, train_dice, ..., lr (the decoder's, at the
+    epoch's end). `epoch` (1-based) decides what freeze_encoder_epochs keeps fixed."""
+    set_train_mode(model, cfg, epoch)
     meter = metrics.Meter(cfg.threshold)
     for batch in loader:
         x, y = _prepare(batch, device, cfg)
@@ -61,7 +62,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, device, cfg: R
         optimizer.step()
         scheduler.step()
         meter.update(loss.item(), logits, y)
-    return {**meter.result("train"), "lr": optimizer.param_groups[0]["lr"]}
+    return {**meter.result("train"), "lr": optimizer.param_groups[-1]["lr"]}
 
 
 @torch.no_grad()
@@ -124,7 +125,7 @@ def fit_fold(cfg, d, train_idx, val_idx, fold, run_dir, device, hook, log) -> di
     train_dl = _loader(d, train_idx, cfg, True, cfg.seed + fold)
     val_dl = _loader(d, val_idx, cfg, False, cfg.seed + fold)
     loss_fn = build_loss(cfg.loss)
-    opt = build_optimizer(cfg, model.parameters())
+    opt = build_optimizer(cfg, param_groups(model, cfg))
     sched = build_scheduler(cfg, opt, len(train_dl))
     best = None
     keeper = BestKeeper(run_dir / (f"best_fold{fold}.pt" if cfg.folds >= 2 else "best.pt"), cfg, fold)
@@ -132,12 +133,15 @@ def fit_fold(cfg, d, train_idx, val_idx, fold, run_dir, device, hook, log) -> di
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             row = {"fold": fold, "epoch": epoch,
-                   **train_one_epoch(model, train_dl, loss_fn, opt, sched, device, cfg),
+                   **train_one_epoch(model, train_dl, loss_fn, opt, sched, device, cfg, epoch),
                    **evaluate(model, val_dl, loss_fn, device, cfg)}
             row["epoch_s"] = time.perf_counter() - t0
             row["time"] = time.time()
             if best is None or row["val_dice"] > best["val_dice"]:
                 best = dict(row)
+                if cfg.keep == "best":
+                    keeper.update(model, epoch, row["val_dice"])
+            if cfg.keep == "last":
                 keeper.update(model, epoch, row["val_dice"])
             row["best_val_dice"] = best["val_dice"]
             runs.append_metrics(run_dir, row)
@@ -146,12 +150,12 @@ def fit_fold(cfg, d, train_idx, val_idx, fold, run_dir, device, hook, log) -> di
             hook("epoch", row)
     finally:  # done, cancelled or failed: the best weights so far are on disk
         keeper.flush()
-    return best
+    return {**best, "last": {k: v for k, v in row.items() if k.startswith("val_")}}
 
 
 def fit(cfg: RunConfig, run_dir, hook=None, log=print) -> dict:
     """Train (holdout or k-fold), predict, and write the run folder; returns the summary dict."""
-    cfg.validate()
+    cfg = cfg.resolved().validate()  # normalisation written out, so checkpoints record it
     hook = hook or (lambda event, info: None)
     run_dir = Path(run_dir)
     t_start = time.time()
@@ -179,23 +183,27 @@ def fit(cfg: RunConfig, run_dir, hook=None, log=print) -> dict:
         log(f"fold {fold}: best val_dice {best['val_dice']:.4f} at epoch {best['epoch']}")
         hook("fold_end", best)
     models, _ = predict.load_run_models(run_dir, device)
-    per_img = predict.write_predictions(run_dir, d, splits, models, cfg, device)
-    summary = summarize(cfg, bests, per_img, d, time.time() - t_start, str(device))
+    per_img, oof = predict.write_predictions(run_dir, d, splits, models, cfg, device)
+    summary = {**summarize(cfg, bests, per_img, d, time.time() - t_start, str(device)), **oof}
     runs.write_json(run_dir / "summary.json", summary)
     hook("end", summary)
     return summary
 
 
 def summarize(cfg, bests, per_img, d, seconds, device) -> dict:
-    """Best row per fold, mean and std over folds, out-of-fold per-image means, data exclusions."""
+    """Best row per fold, mean and std over folds (val_dice: at each fold's best epoch, chosen on
+    that fold, so optimistic; val_dice_last: at the last epoch, the honest figure), out-of-fold
+    per-image means, data exclusions."""
     keys = [k for k in bests[0] if k.startswith("val_")]
     s = {"folds": len(bests), "epochs": cfg.epochs, "minutes": seconds / 60, "device": device,
-         "pairs": len(d.names), "excluded": d.excluded, "data_notes": d.notes,
-         "best_epoch": [b["epoch"] for b in bests], "per_fold": bests}
+         "pairs": len(d.names), "excluded": d.excluded, "data_notes": d.notes, "keep": cfg.keep,
+         "tta": cfg.tta, "best_epoch": [b["epoch"] for b in bests],
+         "per_fold": [{k: v for k, v in b.items() if k != "last"} for b in bests]}
     for k in keys:
-        vals = np.array([b[k] for b in bests], dtype=float)
-        s[k] = float(vals.mean())
-        s[k + "_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        for suffix, rows in (("", bests), ("_last", [b.get("last", b) for b in bests])):
+            vals = np.array([r[k] for r in rows], dtype=float)
+            s[k + suffix] = float(vals.mean())
+            s[k + suffix + "_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
     if per_img:
         s["oof_dice_img"] = float(np.mean([r["dice"] for r in per_img]))
         s["oof_iou_img"] = float(np.mean([r["iou"] for r in per_img]))

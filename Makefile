@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: app test test-all bench clean-runs
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 app: $(STAMP)  ## start the app on the built-in demo dataset (http://localhost:8501)

@@ -1,4 +1,4 @@
-"""What every bench script shares: repo on sys.path, --data/--out flags, machine facts, output.
+"""What every bench script shares: --data/--out flags, machine facts, the reference loop, output.
 
 Each script prints a Markdown block (the figures, the machine, the command that reproduces them)
 and writes the same facts as JSON to --out (default bench/results/<name>.json, git-ignored).
@@ -20,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first, not the repo root
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parent.parent  # roofseg itself is installed (pip install -e .)
 
 DIDA = Path("/work/shared/data/dida")
 START_LOAD = os.getloadavg()  # the machine's load when the script started (it is shared and busy)
@@ -51,12 +49,12 @@ def resolve_data(arg: str | None, keep: list) -> tuple[Path, str]:
         return p, ("DIDA (real)" if p.resolve() == DIDA.resolve() else "user-given folder")
     if arg is None and (DIDA / "images").is_dir():
         return DIDA, "DIDA (real, read-only shared copy)"
-    from roofseg.demo import make_demo
+    from roofseg.data.demo import make_demo
     tmp = tempfile.TemporaryDirectory(prefix="roofseg-bench-demo-")
     keep.append(tmp)
     t = time.perf_counter()
     d = make_demo(Path(tmp.name) / "demo")
-    return d, f"synthetic demo (roofseg.demo.make_demo defaults, generated in {time.perf_counter() - t:.1f} s)"
+    return d, f"synthetic demo (roofseg.data.demo.make_demo defaults, generated in {time.perf_counter() - t:.1f} s)"
 
 
 _MACHINE: dict = {}
@@ -117,7 +115,8 @@ def reference_epoch_s(dataset, epochs: int = 3, threads: int = 2) -> dict:
     up to 4x in speed from one session to the next."""
     import torch
     import segmentation_models_pytorch as smp
-    from roofseg import augment, data
+    from roofseg.engine import augment
+    from roofseg.data import dataset as data
     d = data.load_dataset(dataset)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -21,12 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common  # first: puts the repo root on sys.path
+import _common
 from _common import med, parser, peak_rss_mib, report, resolve_data
 
-import roofseg  # noqa: F401  (before torch, as in the app)
+import roofseg.model  # noqa: F401  (the torchvision guard runs before timm/smp import)
 import torch
-from roofseg import data, predict, runs, worker
+from roofseg.data import dataset as data
+from roofseg.engine import predict
+from roofseg.store import runs
+from roofseg.exec import worker
 from roofseg.config import RunConfig
 
 NAME = "inference"

@@ -22,15 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common  # first: puts the repo root on sys.path
+import _common
 from _common import ROOT, med, parser, report
 
-sys.path.insert(0, str(ROOT / "tests"))
-import browser_util as bu  # noqa: E402  (the browser tests' server and Chromium helpers)
+import browser_util as bu  # the browser tests' server and Chromium helpers
 
-from roofseg import runs  # noqa: E402
-from roofseg.config import RunConfig  # noqa: E402
-from roofseg.demo import make_demo  # noqa: E402
+from roofseg.store import runs
+from roofseg.config import RunConfig
+from roofseg.data.demo import make_demo
 
 NAME = "live_latency"
 TARGET_S = 1.5
@@ -89,7 +88,7 @@ def main() -> None:
                     bu.chromium() as (_, page):
                 page.set_default_timeout(60_000)
                 bu.open_page(page, server.url, "Current dataset")
-                page.locator("[data-testid='stSidebarNav'] a", has_text="Train").click()
+                page.locator(bu.NAV_LINKS, has_text="Train").click()
                 page.wait_for_function("() => /epoch 0\\//.test(document.querySelector("
                                        "'[data-testid=\"stProgress\"]')?.innerText || '')")
                 page.evaluate(OBSERVER)

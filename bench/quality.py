@@ -20,13 +20,15 @@ import json
 import time
 from pathlib import Path
 
-import _common  # first: puts the repo root on sys.path
+import _common
 from _common import ROOT, parser, peak_rss_mib, report, resolve_data
 
 import numpy as np
 
 import roofseg  # noqa: F401
-from roofseg import runs, train, worker
+from roofseg.store import runs
+from roofseg.engine import train
+from roofseg.exec import worker
 from roofseg.config import RunConfig
 
 NAME = "quality"

@@ -26,14 +26,18 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import _common  # first: puts the repo root on sys.path
+import _common
 from _common import ROOT, med, parser, peak_rss_mib, report, resolve_data
 
 import numpy as np
 from PIL import Image
 
-import roofseg  # noqa: F401
-from roofseg import data, metrics, results, runs, train
+import roofseg.model  # noqa: F401  (the torchvision guard runs before timm/smp import)
+from roofseg.data import dataset as data
+from roofseg.model import metrics
+from roofseg.store import results
+from roofseg.store import runs
+from roofseg.engine import train
 from roofseg.config import ARCHS, ENCODERS, LOSSES, OPTIMIZERS, RunConfig, incompatible
 
 NAME = "runs_scale"
@@ -144,7 +148,7 @@ def make_runs(runs_dir: Path, n: int, dataset: Path, seed: int = 0) -> list[Path
 def add_predictions(run_dir: Path, dataset: Path, rng) -> int:
     """predictions/{val,val_prob,test,test_prob}/*.png for a run, as predict.write_predictions
     lays them out: the label with a few pixels flipped (masks) and a blurred version (probs)."""
-    from roofseg import predict
+    from roofseg.engine import predict
     pairs, unlabeled, _ = data.find_pairs(dataset)
     val = {r["name"] for r in json.loads((run_dir / "per_image.json").read_text())}
     n = 0

@@ -16,13 +16,15 @@ import time
 # read before anything loads torch (libgomp reads it once, when it loads)
 POLICY = os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins before sleeping)")
 
-import _common  # noqa: E402  (puts the repo root on sys.path)
+import _common  # noqa: E402
 from _common import med, parser, report, resolve_data  # noqa: E402
 
 import torch  # noqa: E402
 
-import roofseg  # noqa: F401
-from roofseg import data, models, train
+import roofseg.model  # noqa: F401  (the torchvision guard runs before timm/smp import)
+from roofseg.data import dataset as data
+from roofseg.model import factory as models
+from roofseg.engine import train
 from roofseg.config import RunConfig
 
 NAME = "threads"
@@ -45,7 +47,7 @@ def main() -> None:
     cfg = RunConfig(data=str(dataset), augment="none", epochs=100, device="cpu").validate()
     train.seed_everything(0)
     model = models.build_model(cfg, log=lambda m: None)
-    dl, vl = train._loader(d, tr, cfg, True, 0), train._loader(d, va, cfg, False, 0)
+    dl, vl = train.make_loader(d, tr, cfg, True, 0), train.make_loader(d, va, cfg, False, 0)
     loss_fn = models.build_loss(cfg.loss)
     opt = models.build_optimizer(cfg, model.parameters())
     sched = models.build_scheduler(cfg, opt, len(dl))

@@ -1,7 +1,7 @@
 """Training-loop overhead: roofseg's real epoch vs a plain smp loop vs a notebook-style loop.
 
 Three arms train the same model (smp Unet/resnet18, no encoder weights, 3 channels, one class)
-from the same initial weights, with the same loss object (roofseg.models.build_loss('bce_dice')),
+from the same initial weights, with the same loss object (roofseg.model.factory.build_loss('bce_dice')),
 AdamW with the same lr and weight decay, batch size 4 and the same train/validation split:
 
 - roofseg: an unmodified `train.fit_fold` call. Its per-epoch hook runs the other arms, so the
@@ -17,14 +17,14 @@ AdamW with the same lr and weight decay, batch size 4 and the same train/validat
   (PIL open -> numpy -> tensor per item), as notebooks typically do.
 
 Same augmentation for every arm of a group (--augment none, optionally light: the same
-albumentations pipeline roofseg.augment.build_augment returns, applied to uint8 arrays).
+albumentations pipeline roofseg.engine.augment.build_augment returns, applied to uint8 arrays).
 """
 from __future__ import annotations
 
 import tempfile
 import time
 
-import _common  # first: puts the repo root on sys.path
+import _common
 from _common import med, parser, peak_rss_mib, report, resolve_data
 
 import numpy as np
@@ -33,7 +33,12 @@ from PIL import Image
 
 import roofseg  # noqa: F401  (torchvision guard before smp)
 import segmentation_models_pytorch as smp
-from roofseg import augment, data, models, runs, train
+from roofseg.engine import augment
+from roofseg.data import dataset as data
+from roofseg.model import factory as models
+from roofseg.model import checkpoint
+from roofseg.store import runs
+from roofseg.engine import train
 from roofseg.config import RunConfig
 
 NAME = "train_overhead"
@@ -158,7 +163,7 @@ def input_formats(others: dict, cfg: RunConfig, d: data.SegData, tr) -> dict:
     """The memory layout of the first training batch each arm feeds the model (it changes CPU
     conv speed: channels_last inputs run faster here)."""
     ds = augment.SegDataset(d.images[tr[:cfg.batch_size]], d.masks[tr[:cfg.batch_size]], cfg.in_channels)
-    x, _ = train._prepare(augment.collate([ds[i] for i in range(len(ds))]), torch.device("cpu"), cfg)
+    x, _ = train.prepare_batch(augment.collate([ds[i] for i in range(len(ds))]), torch.device("cpu"), cfg)
     out = {"roofseg": memory_format(x)}
     for k, arm in others.items():
         out[k] = memory_format(next(iter(arm.batches()))[0])
@@ -346,7 +351,7 @@ def main() -> None:
              + (f" ({', '.join(d.excluded)} excluded: duplicate label)" if d.excluded else "")
              + f", {d.images.shape[2]}x{d.images.shape[1]}, holdout split {len(tr)} train / {len(va)} val",
              f"- model: smp Unet/resnet18, encoder_weights none, 3 channels; loss bce_dice "
-             f"(roofseg.models.build_loss); AdamW lr {args.lr:g} wd {RunConfig().weight_decay:g}; "
+             f"(roofseg.model.factory.build_loss); AdamW lr {args.lr:g} wd {RunConfig().weight_decay:g}; "
              f"batch size {args.batch_size}; same initial weights in every arm; "
              f"torch threads {torch.get_num_threads()}",
              f"- schedule: arms alternate epoch by epoch in one process; per arm {args.warmup} warm-up "
@@ -400,7 +405,7 @@ def main() -> None:
                      f"{g['roofseg_bookkeeping_median_s'] * 1000:.0f} ms; val Dice improved on "
                      f"{g['checkpoint_saved_epochs']} of {args.epochs_per_arm} timed epochs, "
                      f"{len(g['save_checkpoint_s'])} checkpoint file(s) written in the whole run "
-                     f"({g['checkpoint_mib']:.0f} MiB each; runs.save_checkpoint median "
+                     f"({g['checkpoint_mib']:.0f} MiB each; checkpoint.save_checkpoint median "
                      f"{med(g['save_checkpoint_s']) * 1000:.0f} ms, runs.append_metrics with fsync median "
                      f"{med(g['append_metrics_s']) * 1000:.0f} ms)")
     med_epoch = med([g["median_s"]["roofseg"] for g in groups])

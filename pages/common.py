@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import altair as alt
 import streamlit as st
 
-from roofseg.demo import ensure_demo
+from roofseg.data.demo import ensure_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,11 +29,21 @@ def runs_dir() -> Path:
     return d
 
 
+def demo_dir() -> Path:
+    """Where the built-in demo lives: <data root>/demo (data/demo in the repo)."""
+    return data_root() / "demo"
+
+
+def demo_dataset() -> Path:
+    """The built-in demo, generated on first use (a few seconds)."""
+    return ensure_demo(demo_dir())
+
+
 def default_dataset() -> Path:
-    """ROOFSEG_DATA if set, else the built-in demo (generated on first use into data/demo)."""
+    """ROOFSEG_DATA if set, else the built-in demo."""
     if os.environ.get("ROOFSEG_DATA"):
         return Path(os.environ["ROOFSEG_DATA"])
-    return ensure_demo(ROOT / "data" / "demo")
+    return demo_dataset()
 
 
 def current_dataset() -> Path:
@@ -82,3 +93,30 @@ def ensure_routed(page_file: str) -> None:
     if PagesManager.uses_pages_directory and not _app_ran:
         st.session_state[GOTO] = f"pages/{Path(page_file).name}"
         st.switch_page("app.py")
+
+
+# Charts. The mouse wheel belongs to the page: a chart that zooms on a plain wheel stops the page
+# from scrolling as soon as the pointer passes over it (issue #14). So zooming takes shift+wheel;
+# dragging pans and a double-click resets (Vega-Lite's defaults for scale-bound selections).
+ZOOM_GESTURE = "wheel![event.shiftKey]"
+
+
+def zoomable(chart, encodings=("x",)):
+    """chart with shift+wheel zoom and drag pan on the `encodings` axes (continuous ones only)."""
+    return chart.add_params(alt.selection_interval(bind="scales", encodings=list(encodings),
+                                                   zoom=ZOOM_GESTURE))
+
+
+def epoch_x(field: str, title: str, epochs) -> alt.X:
+    """An x encoding for epochs (whole numbers, 1-based).
+
+    Ticks are integers ("1", never "1.000000" while one epoch is logged) and the axis spans exactly
+    the logged epochs (`epochs`, any iterable), not a "nice" range that reaches 0 or below; a few
+    pixels of padding keep the first and last points whole (zoomable charts clip their marks).
+    """
+    values = [float(e) for e in epochs]
+    lo, hi = (min(values), max(values)) if values else (1.0, 1.0)
+    # a single epoch has no extent: half an epoch each side keeps its one integer tick in the middle
+    domain = [lo, hi] if hi > lo else [lo - 0.5, hi + 0.5]
+    return alt.X(f"{field}:Q", title=title, axis=alt.Axis(format="d", tickMinStep=1),
+                 scale=alt.Scale(domain=domain, nice=False, padding=8))

@@ -4,7 +4,7 @@ only in their seed, the config fields that differ, and every
 validation image the runs share: image | ground truth | each run's TP/FP/FN overlay.
 
 Opens with st.session_state["selected_runs"] (set on the Runs page). All numbers and pictures
-come from roofseg.compare, cached on the run folders' modification times.
+come from roofseg.store.compare, cached on the run folders' modification times.
 """
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pandas as pd
 import streamlit as st
 
 from pages import common
-from roofseg import compare, overlay, results
+from roofseg.store import compare
+from roofseg.data import overlay
+from roofseg.store import results
 
 BEST_STYLE = "font-weight: 700; background-color: rgba(0, 158, 115, 0.22)"
 SORTS = {"most disagreement": "disagreement", "worst Dice": "worst_dice", "name": "name"}
@@ -131,7 +133,7 @@ def _curves_section(dirs, stamp) -> None:
     df = _curves(dirs, stamp, metric)
     colour = alt.Color("label:N", title="run", scale=alt.Scale(scheme="tableau10"),
                        legend=alt.Legend(orient="bottom", columns=2, labelLimit=400))
-    base = alt.Chart(df).encode(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)), color=colour)
+    base = alt.Chart(df).encode(x=common.epoch_x("epoch", "epoch", df["epoch"]), color=colour)
     band = (base.transform_filter("isValid(datum.lo) && isFinite(datum.lo)")
             .mark_area(opacity=0.18).encode(y="lo:Q", y2="hi:Q"))
     line = base.mark_line(point=alt.OverlayMarkDef(size=50)).encode(
@@ -140,8 +142,9 @@ def _curves_section(dirs, stamp) -> None:
                  alt.Tooltip("value:Q", title=metric, format=".4f"),
                  alt.Tooltip("std:Q", title="± std over folds", format=".4f"),
                  alt.Tooltip("n_folds:Q", title="folds")])
-    st.altair_chart((band + line).interactive(bind_y=False), width="stretch")
-    st.caption("k-fold runs: the line is the mean over folds, the band ± one std; hover a point for values.")
+    st.altair_chart(common.zoomable(band + line), width="stretch")
+    st.caption("k-fold runs: the line is the mean over folds, the band ± one std; hover a point for "
+               "values. Shift+wheel zooms the epochs, drag pans, double-click resets.")
 
 
 def _styled(final: pd.DataFrame, best: dict[str, list]):

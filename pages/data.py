@@ -16,7 +16,9 @@ import streamlit as st
 from PIL import Image
 
 from pages import common
-from roofseg import data, fetch, overlay
+from roofseg.data import dataset as data
+from roofseg.data import fetch
+from roofseg.data import overlay
 
 THUMB = 256        # gallery pictures are shrunk to at most this many pixels a side
 MAX_GALLERY = 60   # beyond this the page gets slow to send; the report still counts every file
@@ -87,16 +89,56 @@ def _use(path: Path) -> None:
         st.error(str(e))
         return
     st.session_state["dataset"] = str(path)
+    st.rerun()  # from the top: the "In use" line and the tabs' opening follow the new dataset
 
 
-def choose_dataset() -> None:
-    """The four ways to get a dataset; each ends in _use() with a folder."""
-    demo, folder, upload, dida = st.tabs(["Built-in demo", "Folder", "Upload a zip", "Download DIDA"])
+SOURCES = ["Built-in demo", "Folder", "Upload a zip", "Download DIDA"]  # the tabs, in order
+
+
+def _resolved(path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def source_of(path: Path) -> str:
+    """The tab a dataset folder belongs to, from where it lies (uploads and DIDA go under the data
+    root, the demo into its demo/): anything else, ROOFSEG_DATA included, is a folder."""
+    p, root = _resolved(path), _resolved(common.data_root())
+    if p == _resolved(common.demo_dir()):
+        return "Built-in demo"
+    if p.is_relative_to(root / "uploads"):
+        return "Upload a zip"
+    if p.is_relative_to(root / "dida"):
+        return "Download DIDA"
+    return "Folder"
+
+
+def describe(path: Path) -> str:
+    """One line naming the current dataset and where it came from."""
+    return {"Built-in demo": "the built-in demo in `{}`",
+            "Folder": "the folder `{}`",
+            "Upload a zip": "an uploaded zip, unpacked in `{}`",
+            "Download DIDA": "DIDA, downloaded into `{}`"}[source_of(path)].format(path)
+
+
+def choose_dataset(current: Path) -> None:
+    """The four ways to get a dataset; each ends in _use() with a folder.
+
+    The tabs open on the current dataset's source: opening on the demo's tab and its button while a
+    folder was in use read as "the demo is loaded" (issue #14).
+    """
+    demo, folder, upload, dida = st.tabs(SOURCES, default=source_of(current))
     with demo:
         st.caption("Synthetic aerial scenes laid out like DIDA (images/ RGBA, labels/ roof masks), "
                    "with a few unlabeled images as the prediction set.")
         if st.button("Use the built-in demo", key="use_demo"):
-            _use(common.default_dataset())
+            # the demo itself (generated on first use), even where ROOFSEG_DATA names another default
+            try:
+                with st.spinner("Preparing the demo…"):
+                    demo_path = common.demo_dataset()
+            except OSError as e:  # a read-only data root, or a foreign folder where the demo goes
+                common.show_error(e, "Cannot prepare the demo")
+            else:
+                _use(demo_path)
     with folder:
         typed = st.text_input("Dataset folder", key="data_folder", placeholder="/path/to/dida",
                               help="A folder with images/ and labels/; a label belongs to the "
@@ -186,8 +228,9 @@ def show_gallery(path: Path, rep: data.DataReport) -> None:
 
 def main() -> None:
     st.title("Data")
-    choose_dataset()
     path = common.current_dataset()
+    st.info(f"**In use:** {describe(path)}", icon=":material/folder_open:")
+    choose_dataset(path)
     st.subheader(f"Current dataset: `{path}`")
     rep = show_report(path)
     if rep is not None:

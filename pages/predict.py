@@ -2,22 +2,31 @@
 uploaded images; show mask overlays and probability maps, and download the masks (stem.png,
 0/255, each at its input's size) or the probability maps as zips.
 
-Predictions are cached per run weights + inputs, so moving the threshold or the opacity only
-redraws; k-fold runs average the probabilities of their fold models.
+Images the run already predicted (its dataset's unlabeled images, matched by content) are read from
+its folder without loading a model; only new inputs are computed. Predictions are cached per run
+weights + inputs + TTA, so moving the threshold or the opacity only redraws; k-fold runs average
+the probabilities of their fold models. The threshold starts at the one the run tuned on its
+out-of-fold predictions (k-fold runs), else at the run's configured threshold.
 """
 from __future__ import annotations
 
 import streamlit as st
 
 from pages import common
-from roofseg import compare, data, overlay, predict, results, runs
+from roofseg.store import compare
+from roofseg.data import dataset as data
+from roofseg.data import overlay
+from roofseg.engine import predict
+from roofseg.store import results
+from roofseg.store import runs
+from roofseg.store.fingerprint import fingerprint
 
 SOURCES = ["Unlabeled images of the current dataset", "Upload images"]
 MAX_SHOWN = 24  # pictures drawn on the page; the zips always hold every image
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the dataset's unlabeled images…")
-def _dataset_images(path: str, stamp: tuple):
+def _dataset_images(path: str, stamp: str):
     return predict.unlabeled_images(path)
 
 
@@ -27,9 +36,10 @@ def _uploaded_images(key: tuple, _files: dict[str, bytes]):
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting…")
-def _predict(run_dir: str, weights_stamp: tuple, inputs_key: tuple, _images):
-    """{stem: (H, W) float32 probability}; keyed on the run's weights and the inputs' identity."""
-    return predict.predict_images(run_dir, _images)
+def _predict(run_dir: str, weights_stamp: str, inputs_key: tuple, tta: bool, _images):
+    """({stem: (H, W) float32 probability}, stems reused from the run folder); keyed on the run's
+    weights, the inputs' identity and TTA."""
+    return predict.predict_or_reuse(run_dir, _images, tta=tta)
 
 
 def predict_page() -> None:
@@ -51,7 +61,7 @@ def predict_page() -> None:
     try:
         if source == SOURCES[0]:
             ds = common.current_dataset()
-            stamp = (common.mtime_key(ds / "images"), common.mtime_key(ds / "labels"))
+            stamp = fingerprint(ds / "images", ds / "labels")
             images = _dataset_images(str(ds), stamp)
             key = ("dataset", str(ds), stamp)
             st.caption(f"{len(images)} unlabeled image(s) in {ds} (change the dataset on the Data page)")
@@ -68,21 +78,33 @@ def predict_page() -> None:
                 else "Upload one or more images (PNG, JPEG or TIFF).")
         return
 
-    weights = tuple(common.mtime_key(p) for p in runs.checkpoint_paths(run_dir))
+    cfg = runs.read_json(run_dir / "config.json", {}) or {}
+    summary = runs.read_json(run_dir / "summary.json", {}) or {}
+    tta = st.checkbox("Test-time augmentation (average of the 8 flips and rotations; 8x slower)",
+                      value=bool(cfg.get("tta", False)), key=f"predict_tta_{run_id}",
+                      help="Aerial roofs have no 'up', so every flip or rotation is an equally valid "
+                           "view; averaging them smooths the probability map.")
+    ckpts = runs.checkpoint_paths(run_dir)
+    weights = fingerprint(*ckpts, run_dir / predict.SAVED_INPUTS, run_dir / predict.SAVED_PROBS)
     try:
-        probs = _predict(str(run_dir), weights, key, images)
+        probs, reused = _predict(str(run_dir), weights, key, tta, images)
     except (OSError, ValueError, RuntimeError) as e:  # missing/damaged weights, odd image shapes
         common.show_error(e, f"Prediction with {run_id} failed")
         return
 
-    cfg = runs.read_json(run_dir / "config.json", {}) or {}
-    n_models = len(weights)
+    n_models = len(ckpts)
     st.caption(f"Predicted by {run_id}" + (f": the mean probability of its {n_models} fold models"
-                                           if n_models > 1 else ""))
+                                           if n_models > 1 else "") + (" with TTA" if tta else "")
+               + (f" · {len(reused)} of {len(probs)} read from the run folder (no model loaded for them)"
+                  if reused else ""))
+    tuned = summary.get("threshold_oof")
+    start_thr = float(tuned if tuned is not None else cfg.get("threshold", 0.5))
     a, b = st.columns(2)
-    threshold = a.slider("Threshold", 0.01, 0.99, float(cfg.get("threshold", 0.5)), 0.01,
-                         key=f"predict_thr_{run_id}", help="probability above which a pixel is roof; "
-                                                           "starts at the run's own threshold")
+    threshold = a.slider("Threshold", 0.01, 0.99, min(max(start_thr, 0.01), 0.99), 0.01,
+                         key=f"predict_thr_{run_id}",
+                         help="probability above which a pixel is roof; starts at "
+                              + (f"{tuned:.3f}, tuned on this run's out-of-fold predictions"
+                                 if tuned is not None else "the run's own threshold"))
     alpha = b.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="predict_alpha")
 
     d1, d2 = st.columns(2)

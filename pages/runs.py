@@ -9,7 +9,9 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import common
-from roofseg import compare, results, runs
+from roofseg.store import compare
+from roofseg.store import results
+from roofseg.store import runs
 
 FILTERS = {"status": "Status", "arch": "Architecture", "encoder": "Encoder", "loss": "Loss"}
 # sortable columns -> label; metrics first, val_dice the default

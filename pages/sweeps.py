@@ -13,7 +13,9 @@ import altair as alt
 import streamlit as st
 
 from pages import common
-from roofseg import config, sweep, sweep_report
+from roofseg import config
+from roofseg.sweep import study as sweep
+from roofseg.sweep import report as sweep_report
 from roofseg.config import RunConfig
 
 STARTS = "sw_starts"   # session key: launches so far; part of the Start button's key (as on Train)
@@ -125,10 +127,13 @@ def plots(ov: dict) -> None:
     st.subheader(f"{metric} against each varied field")
     cols = st.columns(min(3, len(ov["effects"])))
     for i, (p, df) in enumerate(ov["effects"].items()):
+        kind = sweep_report.kind(spec, p)
         chart = alt.Chart(df).mark_circle(size=70, opacity=0.8).encode(
-            x=_axis(sweep_report.kind(spec, p), p),
+            x=_axis(kind, p),
             y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
             tooltip=["trial", "x", alt.Tooltip("value:Q", format=".4f"), "run_id"])
+        # a choice's axis is categorical: only the metric axis can zoom there
+        chart = common.zoomable(chart, ("y",) if kind == "choice" else ("x", "y"))
         cols[i % len(cols)].altair_chart(chart.properties(height=220), width="stretch")
 
     st.subheader("Isolation")

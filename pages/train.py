@@ -1,5 +1,5 @@
 """Train page: a sidebar form builds a RunConfig; Start checks it (train.preflight) and launches a
-worker process (runs.launch), then returns at once.
+worker process (exec.control.launch), then returns at once.
 
 The main area is read back from the runs folder on every load, so a browser reload never loses or
 duplicates a run: queued and running runs with a progress bar, live curves and Cancel (a fragment
@@ -12,7 +12,12 @@ import pandas as pd
 import streamlit as st
 
 from pages import common
-from roofseg import config, progress, results, runs, train
+from roofseg import config
+from roofseg.store import progress
+from roofseg.store import results
+from roofseg.store import runs
+from roofseg.exec import control
+from roofseg.engine import train
 from roofseg.config import RunConfig
 
 FORM = "train_form"     # session key: the form's last values as a full config dict (kept across pages)
@@ -21,7 +26,8 @@ STARTS = "train_starts"  # session key: launches so far; part of the Start butto
 FLASH = "train_flash"    # session key: the message of the last launch, shown once after the rerun
 N_RECENT = 5
 SIMPLE = ["arch", "in_channels", "loss", "optimizer", "lr", "schedule", "batch_size", "epochs",
-          "augment", "val_fraction", "seed", "name", "notes"]  # widgets that hold a field as it is
+          "augment", "val_fraction", "seed", "name", "notes", "encoder_lr_mult", "freeze_encoder_epochs",
+          "freeze_bn", "keep", "tta"]  # widgets that hold a field as it is
 HELP = config.field_help()
 CHOICE_FIELDS = ["arch", "encoder", "in_channels", "loss", "optimizer", "schedule", "augment"]
 
@@ -39,43 +45,77 @@ def _seed_widgets(cfg: dict, overwrite: bool) -> None:
             st.session_state[key] = v
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def weights_notes(encoders: tuple) -> dict:
+    """Where each encoder's ImageNet weights are on this machine now (installed, cached, internet)."""
+    from roofseg.model.weights import availability_notes
+    return availability_notes(encoders)
+
+
+def _about(field: str):
+    """A selectbox help: what each value is and when it helps (roofseg.choices)."""
+    return "\n\n".join(f"**{v}**: {config.about(field, v)}" for v in config.CHOICES.get(field, []))
+
+
 def form_inputs(base: dict) -> dict:
     """The sidebar widgets; returns the config fields they set (other fields stay as in base)."""
     sb = st.sidebar
     sb.header("New run")
-    arch = sb.selectbox("Architecture", config.ARCHS, key="tr_arch", help=HELP["arch"])
+    arch = sb.selectbox("Architecture", config.ARCHS, key="tr_arch", help=_about("arch"))
     encoders = [e for e in config.ENCODERS if not config.incompatible(arch, e)]
     if base["encoder"] not in encoders and not config.incompatible(arch, base["encoder"]):
         encoders.append(base["encoder"])  # a cloned run's encoder outside the curated list
     if st.session_state.get("tr_encoder") not in encoders:
         st.session_state["tr_encoder"] = encoders[0]
+    notes = weights_notes(tuple(encoders))
     encoder = sb.selectbox("Encoder", encoders, key="tr_encoder",
-                           help=f"Encoders that build with {arch}.")
+                           help=f"Encoders that build with {arch}; beside each, where its ImageNet "
+                                "weights are on this machine now.\n\n" + "\n\n".join(
+                                    f"**{e}**: {config.about('encoder', e)}" for e in encoders
+                                    if config.about('encoder', e)),
+                           format_func=lambda e: f"{e} · {notes.get(e, '')}")
     weights = sb.radio("Encoder weights", ["none", "imagenet", "local file"], key="tr_weights",
-                       horizontal=True, help=config.WEIGHTS_HELP)
+                       horizontal=True, help=config.WEIGHTS_HELP + ". " + config.about("encoder_weights"))
+    if weights == "imagenet" and "need the internet" in notes.get(encoder, ""):
+        sb.warning(f"{encoder}: {notes[encoder]}. Offline, pick an encoder whose weights are installed.")
+    elif weights == "imagenet" and notes.get(encoder) == "no ImageNet weights":
+        sb.warning(f"{encoder} has no ImageNet weights; training would stop at the start.")
     if weights == "local file":
         weights = sb.text_input("Weights file", key="tr_weights_path",
                                 placeholder="/path/to/encoder.pth").strip()
     out = {"arch": arch, "encoder": encoder, "encoder_weights": weights}
     out["in_channels"] = sb.selectbox("Input channels", config.CHANNELS, key="tr_in_channels",
                                       format_func={3: "3 (RGB)", 4: "4 (RGBA)"}.get)
-    out["loss"] = sb.selectbox("Loss", config.LOSSES, key="tr_loss")
-    out["optimizer"] = sb.selectbox("Optimizer", config.OPTIMIZERS, key="tr_optimizer")
+    out["loss"] = sb.selectbox("Loss", config.LOSSES, key="tr_loss", help=_about("loss"))
+    out["optimizer"] = sb.selectbox("Optimizer", config.OPTIMIZERS, key="tr_optimizer", help=_about("optimizer"))
     out["lr"] = sb.number_input("Learning rate", 0.0, 10.0, step=1e-4, format="%.1e", key="tr_lr")
     out["schedule"] = sb.selectbox("LR schedule", config.SCHEDULES, key="tr_schedule",
-                                   help=HELP["schedule"])
+                                   help=_about("schedule"))
     left, right = sb.columns(2)
     out["batch_size"] = left.number_input("Batch size", 1, key="tr_batch_size")
     out["epochs"] = right.number_input("Epochs", 1, 10000, key="tr_epochs")
-    out["augment"] = sb.selectbox("Augmentation", config.AUGMENTS, key="tr_augment", help=HELP["augment"])
-    if sb.radio("Validation", ["holdout", "k-fold"], key="tr_validation", horizontal=True) == "holdout":
+    out["augment"] = sb.selectbox("Augmentation", config.AUGMENTS, key="tr_augment", help=_about("augment"))
+    with sb.expander("Fine-tuning and prediction"):
+        out["encoder_lr_mult"] = st.number_input("Encoder lr multiplier", 0.0, 10.0, step=0.1,
+                                                 key="tr_encoder_lr_mult", help=config.about("encoder_lr_mult"))
+        out["freeze_encoder_epochs"] = st.number_input("Freeze encoder for epochs", 0, 10000,
+                                                       key="tr_freeze_encoder_epochs",
+                                                       help=config.about("freeze_encoder_epochs"))
+        out["freeze_bn"] = st.checkbox("Freeze encoder BatchNorm statistics", key="tr_freeze_bn",
+                                       help=config.about("freeze_bn"))
+        out["keep"] = st.radio("Weights kept per fold", config.KEEP, key="tr_keep", horizontal=True,
+                               help=_about("keep"))
+        out["tta"] = st.checkbox("Test-time augmentation (8 flips/rotations)", key="tr_tta",
+                                 help=config.about("tta"))
+    if sb.radio("Validation", ["holdout", "k-fold"], key="tr_validation", horizontal=True,
+                help=config.about("folds")) == "holdout":
         out["val_fraction"] = sb.number_input("Validation fraction", 0.0, 1.0, step=0.05,
                                               key="tr_val_fraction", help=HELP["val_fraction"])
         out["folds"] = 0
     else:
         out["folds"] = sb.number_input("Folds", 2, key="tr_folds", help="one model per fold")
     left, right = sb.columns(2)
-    out["seed"] = left.number_input("Seed", 0, key="tr_seed")
+    out["seed"] = left.number_input("Seed", 0, key="tr_seed", help=config.about("seed"))
     right.number_input("Seeds", 1, 20, 1, key="tr_n_seeds",
                        help="launch this many runs with seeds seed, seed+1, ...: the Compare page "
                             "then shows their mean ± std over seeds")
@@ -91,7 +131,7 @@ def start(fields: dict, n_seeds: int = 1) -> list:
         cfg = RunConfig.from_dict(fields)
         with st.sidebar, st.spinner("Checking…"):
             train.preflight(cfg)
-        return [runs.launch(cfg.replace(seed=cfg.seed + i), common.runs_dir()) for i in range(n_seeds)]
+        return [control.launch(cfg.replace(seed=cfg.seed + i), common.runs_dir()) for i in range(n_seeds)]
     except (ValueError, OSError) as e:  # ConfigError, DataError, ModelError, missing files
         st.sidebar.error(f"Not started: {e}")
         return []
@@ -113,11 +153,11 @@ def curves(run_dir) -> None:
               ("Validation Dice / IoU", ["val_dice", "val_iou"], alt.Scale(domain=[0, 1]))]
     for col, (title, names, scale) in zip(st.columns(2), panels):
         chart = alt.Chart(df[df.metric.isin(names)], title=title, height=200).mark_line(point=True).encode(
-            x=alt.X("step:Q", title="epoch (all folds)", axis=alt.Axis(tickMinStep=1)),
+            x=common.epoch_x("step", "epoch (all folds)", df["step"]),
             y=alt.Y("value:Q", title=None, scale=scale),
             color=alt.Color("metric:N", title=None),
             tooltip=["fold", "epoch", "metric", alt.Tooltip("value:Q", format=".4f")])
-        col.altair_chart(chart, width="stretch")
+        col.altair_chart(common.zoomable(chart), width="stretch")
 
 
 def _bad_lines(run_dir, n: int) -> None:
@@ -132,7 +172,7 @@ def show_active(run_dir) -> None:
         title = f"**{p['name']}** · `{p['run_id']}`" if p["name"] != p["run_id"] else f"`{p['run_id']}`"
         head.markdown(f"{title} · {p['state']}")
         if button.button("Cancel", key=f"cancel_{p['run_id']}"):
-            runs.cancel(run_dir)
+            control.cancel(run_dir)
             st.rerun()
         if p["state"] == "queued":
             st.progress(0.0, text="queued: waiting for a free training slot")

@@ -1,6 +1,8 @@
 """roofseg: small-data roof segmentation experiments (library; never imports streamlit).
 
-The torchvision guard is imported first so that timm/smp import on a CPU-only torch.
+Layers, each using only those below it (README "Development"): config -> data -> store -> model ->
+engine -> exec -> sweep -> cli; app.py and pages/ on top. Importing the package, config, data or
+store costs no torch; roofseg.model installs the torchvision guard before timm/smp load.
 
 OpenMP's wait policy is left as the environment sets it. On a quiet 2-core machine libgomp's
 default (threads spin a while before sleeping) made a 2-thread epoch 20% faster than
@@ -8,6 +10,4 @@ OMP_WAIT_POLICY=PASSIVE; on a machine whose cores other processes want, spinning
 slower than 1 thread, where PASSIVE kept it on par (bench/threads.py, BENCHMARKS.md). On a shared
 machine, export OMP_WAIT_POLICY=PASSIVE or set num_threads=1.
 """
-from . import _tvguard  # noqa: F401  (must run before anything imports timm or smp)
-
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,6 +1,6 @@
-"""`python -m roofseg` entry point (see cli.py)."""
+"""`python -m roofseg` entry point (see cli/main.py)."""
 import sys
 
-from .cli import main
+from roofseg.cli.main import main
 
 sys.exit(main())

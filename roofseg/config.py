@@ -12,14 +12,13 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-# --- choices offered by the UI and the CLI (models.py maps each name to its implementation) ---
-ARCHS = ["Unet", "UnetPlusPlus", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet",
-         "PAN", "UPerNet", "Segformer", "DPT"]
+from roofseg import choices
+
+# --- the names each field accepts: declared once, in roofseg.choices (which also builds them) ---
+ARCHS = choices.ARCHS.names()
 # A curated set of encoders that construct offline and suit 256 px inputs on a laptop; any other
-# smp encoder name is accepted too (models.build_model says clearly when a pair does not build).
-ENCODERS = ["timm-tf_efficientnet_lite0", "timm-tf_efficientnet_lite1", "timm-tf_efficientnet_lite2", "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "efficientnet-b0",
-            "efficientnet-b2", "mobilenet_v2", "densenet121", "vgg11_bn", "mit_b0", "mit_b2",
-            "tu-convnext_atto", "tu-regnety_002", "mobileone_s0"]
+# smp encoder name is accepted too (model.factory.build_model says clearly when a pair does not build).
+ENCODERS = choices.ENCODERS.names()
 # Pairs smp refuses to build (checked against smp 0.6.0 by tests/test_models.py::test_compat_table).
 _NOT_WITH = {
     "mit_": ({"UnetPlusPlus", "Linknet"}, "Mix Transformer encoders have no stride-2 stem features"),
@@ -43,7 +42,6 @@ def incompatible(arch: str, encoder: str) -> str | None:
 # existed used IMAGENET_STATS for every encoder, and keep predicting with it (RunConfig.from_saved).
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 ENCODER_STATS = {f"timm-tf_efficientnet_lite{i}": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) for i in range(5)}
-KEEP = ["best", "last"]
 
 
 def encoder_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -65,12 +63,20 @@ def parse_stats(text: str, field: str = "norm_mean") -> tuple[float, float, floa
     return v
 
 
-LOSSES = ["bce", "dice", "jaccard", "focal", "lovasz", "tversky", "bce_dice", "bce_logdice"]
-OPTIMIZERS = ["adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam", "radam"]
-SCHEDULES = ["constant", "cosine", "onecycle"]
-AUGMENTS = ["none", "light", "strong"]
+LOSSES = choices.LOSSES.names()
+OPTIMIZERS = choices.OPTIMIZERS.names()
+SCHEDULES = choices.SCHEDULES.names()
+AUGMENTS = choices.AUGMENTS.names()
+KEEP = choices.KEEP.names()
 CHANNELS = [3, 4]  # RGB, or RGB + alpha (DIDA's alpha 0 marks redacted boxes)
 DEVICES = ["auto", "cpu", "cuda"]
+# field -> the values it accepts: drives validate(), the CLI's flags and the app's forms
+CHOICES = {"arch": ARCHS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+           "augment": AUGMENTS, "keep": KEEP, "in_channels": CHANNELS, "device": DEVICES}
+# field -> its registry, for the `about` text of each value (forms, --help, the report)
+REGISTRIES = {"arch": choices.ARCHS, "encoder": choices.ENCODERS, "loss": choices.LOSSES,
+              "optimizer": choices.OPTIMIZERS, "schedule": choices.SCHEDULES, "augment": choices.AUGMENTS,
+              "keep": choices.KEEP}
 WEIGHTS_HELP = "'none', 'imagenet', or a path to a local encoder state-dict file (.pth/.pt/.safetensors)"
 
 
@@ -190,11 +196,9 @@ class RunConfig:
         def bad(field, msg):
             raise ConfigError(f"{source}: {field}={getattr(self, field)!r}: {msg}")
 
-        for field, choices in [("arch", ARCHS), ("loss", LOSSES), ("optimizer", OPTIMIZERS),
-                               ("schedule", SCHEDULES), ("augment", AUGMENTS),
-                               ("in_channels", CHANNELS), ("device", DEVICES), ("keep", KEEP)]:
-            if getattr(self, field) not in choices:
-                bad(field, f"must be one of {choices}")
+        for field, allowed in CHOICES.items():
+            if getattr(self, field) not in allowed:
+                bad(field, f"must be one of {allowed}")
         if not self.encoder or not isinstance(self.encoder, str):
             bad("encoder", "must be an smp encoder name such as 'resnet18'")
         for field in ("lr", "weight_decay", "momentum", "val_fraction", "threshold"):
@@ -268,6 +272,13 @@ def _coerce(f: dataclasses.Field, v, source: str):
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {f.name}={v!r}: expected {t}") from None
     return v
+
+
+def about(field: str, value=None) -> str:
+    """What a field (or one of its values) is and when it helps: the texts of roofseg.choices."""
+    if value is not None and field in REGISTRIES:
+        return REGISTRIES[field].about(value)
+    return choices.ABOUT.get(field, "")
 
 
 def field_help() -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import roofseg  # noqa: F401  (installs the torchvision guard before smp is imported anywhere)
+import roofseg.model  # noqa: F401  (the torchvision guard runs before timm/smp import)
 from roofseg.config import RunConfig
 
 SHARED_DIDA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dida"
@@ -19,7 +19,7 @@ SHARED_DIDA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dida"
 @pytest.fixture(scope="session")
 def demo64(tmp_path_factory) -> Path:
     """12 images (10 labelled) of 64x64: read-only, shared by the whole session."""
-    from roofseg.demo import make_demo
+    from roofseg.data.demo import make_demo
     return make_demo(tmp_path_factory.mktemp("data") / "demo64", n_images=12, n_labels=10, size=64, seed=0)
 
 
@@ -32,7 +32,7 @@ def demo_copy(demo64, tmp_path) -> Path:
 
 
 def tiny_config(data: Path, **kw) -> RunConfig:
-    base = dict(data=str(data), arch="Unet", encoder="resnet18", epochs=2, batch_size=4, lr=1e-3,
+    base = dict(data=str(data), arch="Unet", encoder="resnet18", encoder_weights="none", epochs=2, batch_size=4, lr=1e-3,
                 augment="light", seed=0, num_threads=1)
     base.update(kw)
     return RunConfig(**base).validate()
@@ -46,7 +46,8 @@ def tiny_cfg(demo64):
 @pytest.fixture(scope="session")
 def finished_runs(demo64, tmp_path_factory) -> Path:
     """A runs folder with two finished tiny runs (holdout; different loss) for read-only tests."""
-    from roofseg import runs, worker
+    from roofseg.store import runs
+    from roofseg.exec import worker
     runs_dir = tmp_path_factory.mktemp("runs")
     for loss in ("bce_dice", "dice"):
         d = runs.create_run(tiny_config(demo64, loss=loss), runs_dir)

@@ -9,7 +9,8 @@ import pytest
 from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
-from roofseg import compare, runs
+from roofseg.store import compare
+from roofseg.store import runs
 from test_compare import make_kfold_run
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "compare.py")
@@ -60,6 +61,21 @@ def test_two_runs_render_curves_metrics_diff_and_overlays(finished_runs, demo64,
     at.slider(key="compare_per_page").set_value(1).run()
     assert not at.exception, at.exception
     assert len(at.get("image")) == 2 + len(dirs)
+
+
+def test_the_curves_zoom_on_shift_wheel_only_with_whole_epochs(finished_runs, demo64, monkeypatch):
+    """Issue #14: a plain wheel scrolls the page (zoom needs shift), ticks are whole epochs and the
+    axis spans the logged epochs (no nice rounding down to 0 or below)."""
+    dirs = runs.list_runs(finished_runs)
+    at = open_compare(finished_runs, demo64, [d.name for d in dirs], monkeypatch)
+    spec = json.loads(charts(at)[0].proto.spec)
+    [zoom] = [p for p in spec["params"] if p.get("bind") == "scales"]
+    assert zoom["select"]["zoom"] == "wheel![event.shiftKey]" and zoom["select"]["encodings"] == ["x"]
+    epochs = chart_data(charts(at)[0])["epoch"]
+    for layer in spec["layer"]:
+        x = layer["encoding"]["x"]
+        assert x["axis"]["format"] == "d" and x["axis"]["tickMinStep"] == 1
+        assert x["scale"]["domain"] == [epochs.min(), epochs.max()] and x["scale"]["nice"] is False
 
 
 def test_kfold_run_gets_a_band(finished_runs, demo64, tmp_path, monkeypatch):

@@ -7,9 +7,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from streamlit.proto.Block_pb2 import Block as BlockProto
 from streamlit.testing.v1 import AppTest
 
-from roofseg import fetch
+from roofseg.data import fetch
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "data.py")
 
@@ -30,6 +31,25 @@ def captions(at) -> list[str]:
     return list(at.get("image")[0].captions) if at.get("image") else []
 
 
+def open_tab(at) -> str:
+    """The label of the source tab the page opens on (its tab container's default)."""
+    def find(block):
+        for child in getattr(block, "children", {}).values():
+            proto = getattr(child, "proto", None)
+            if isinstance(proto, BlockProto) and proto.HasField("tab_container"):
+                labels = [t.label for t in child.children.values()]
+                return labels[proto.tab_container.default_tab_index]
+            found = find(child)
+            if found:
+                return found
+        return None
+    return find(at.main)
+
+
+def in_use(at) -> str:
+    return next(i.value for i in at.info if i.value.startswith("**In use:**"))
+
+
 def use_folder(at, path) -> AppTest:
     at.text_input(key="data_folder").input(str(path)).run()
     return at.button(key="use_folder").click().run()
@@ -38,6 +58,8 @@ def use_folder(at, path) -> AppTest:
 def test_renders_the_demo_with_counts_and_a_gallery(at, demo64):
     assert not at.exception
     assert at.session_state["dataset"] == str(demo64)
+    # ROOFSEG_DATA is a folder: named above the tabs, which open on Folder, not on the demo's
+    assert in_use(at) == f"**In use:** the folder `{demo64}`" and open_tab(at) == "Folder"
     m = metrics(at)
     assert (m["Images"], m["Labels"], m["Pairs"], m["Unlabeled"], m["Flagged"]) == ("12", "10", "10", "2", "0")
     assert len(captions(at)) == 12
@@ -46,7 +68,7 @@ def test_renders_the_demo_with_counts_and_a_gallery(at, demo64):
     assert not at.exception and len(captions(at)) == 12
 
 
-def test_a_folder_with_a_duplicate_label_shows_it_flagged(at, demo_copy):
+def test_a_folder_with_a_duplicate_label_shows_it_flagged(at, demo_copy, tmp_path):
     labels = sorted((demo_copy / "labels").iterdir())
     shutil.copy(labels[0], labels[1])  # DIDA's 278.png-is-270.png problem
     use_folder(at, demo_copy)
@@ -56,8 +78,11 @@ def test_a_folder_with_a_duplicate_label_shows_it_flagged(at, demo_copy):
     table = at.dataframe[0].value
     assert table.iloc[0, 0] == labels[1].stem and "identical" in table.iloc[0, 1]
     assert f"{labels[1].stem} · flagged" in captions(at)
-    at.button(key="use_demo").click().run()  # and back to the demo
-    assert metrics(at)["Flagged"] == "0"
+    at.button(key="use_demo").click().run()  # the built-in demo, not ROOFSEG_DATA's folder
+    demo = tmp_path / "data_root" / "demo"
+    assert not at.exception and at.session_state["dataset"] == str(demo)
+    assert (demo / "images").is_dir() and metrics(at)["Flagged"] == "0"
+    assert "built-in demo" in in_use(at) and open_tab(at) == "Built-in demo"
 
 
 def test_a_bad_path_shows_an_error_and_keeps_the_dataset(at, demo64, tmp_path):
@@ -98,6 +123,7 @@ def test_a_zip_upload_is_unpacked_and_used_never_overwriting(at, demo64, tmp_pat
     assert not at.exception and not at.error
     assert at.session_state["dataset"] == str(dest)
     assert len(list((dest / "images").iterdir())) == 12 and metrics(at)["Pairs"] == "10"
+    assert "uploaded zip" in in_use(at) and str(dest) in in_use(at) and open_tab(at) == "Upload a zip"
     before = sorted(p.name for p in dest.rglob("*"))
     at.button(key="unpack_zip").click().run()  # the same name again
     assert "already exists" in at.error[0].value

@@ -18,7 +18,8 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 import streamlit.testing.v1.app_test as app_test_module
 
-from roofseg import data, predict
+from roofseg.data import dataset as data
+from roofseg.engine import predict
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "predict.py")
 
@@ -56,7 +57,7 @@ def test_predicts_unlabeled_images_and_zips_masks(page, media, demo64):
     at = page.run()
     assert not at.exception, at.exception
     run_id = at.selectbox(key="predict_run").value  # the newest finished run, by default
-    assert f"Predicted by {run_id}" in [c.value for c in at.caption]
+    assert any(c.value.startswith(f"Predicted by {run_id}") for c in at.caption), at.caption
     _, unlabeled, _ = data.find_pairs(demo64)
     sizes = {f"{s}.png": Image.open(p).size[::-1] for s, p in unlabeled}
     masks = pngs(download(at, media, "predict_dl_masks"))
@@ -77,6 +78,25 @@ def test_predicts_unlabeled_images_and_zips_masks(page, media, demo64):
     assert not at.exception, at.exception
     after = sum(int((m == 255).sum()) for m in pngs(download(at, media, "predict_dl_masks")).values())
     assert after >= before
+
+
+def test_the_runs_own_predictions_are_reused_and_sliders_never_recompute(page, monkeypatch):
+    """Opening Predict on the run's own unlabeled images loads no model (the run folder holds their
+    probabilities); the threshold slider only redraws; asking for TTA computes, once."""
+    loads = []
+    real = predict.load_model
+    monkeypatch.setattr(predict, "load_model", lambda *a, **k: (loads.append(a[0]), real(*a, **k))[1])
+    at = page.run()
+    assert not at.exception, at.exception
+    assert any("2 of 2 read from the run folder (no model loaded" in c.value for c in at.caption), at.caption
+    at.slider(key=next(s.key for s in at.slider if s.key.startswith("predict_thr_"))).set_value(0.3).run()
+    at.slider(key="predict_alpha").set_value(0.8).run()
+    assert loads == []
+    at.checkbox(key=next(c.key for c in at.checkbox if c.key.startswith("predict_tta_"))).check().run()
+    assert not at.exception, at.exception
+    assert len(loads) == 1 and any(c.value.endswith("with TTA") for c in at.caption)  # holdout: 1 model
+    at.slider(key="predict_alpha").set_value(0.2).run()
+    assert len(loads) == 1
 
 
 def test_uploads_keep_their_names_and_sizes(page, media):

@@ -18,7 +18,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_config
-from roofseg import fetch, runs
+from roofseg.data import fetch
+from roofseg.store import runs
 from roofseg.config import RunConfig
 from test_fetch import make_zip
 from test_reliability import huge_png, readonly, truncate  # noqa: F401  (readonly is a fixture)
@@ -207,7 +208,7 @@ def outside(runs_copy) -> Path:
 def test_runs_page_with_a_damaged_table_and_a_hand_edited_run(runs_copy, demo64):
     d = runs.create_run(tiny_config(demo64), runs_copy)
     (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()), "lr": -1}))
-    from roofseg import worker
+    from roofseg.exec import worker
     worker.execute(d, wait_for_slot=False)
     (runs_copy / "results.parquet").write_bytes(b"PAR1 half a table")  # a power cut
     at = page("runs.py")

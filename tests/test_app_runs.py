@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from roofseg import runs
+from roofseg.store import runs
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

@@ -9,8 +9,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_config
-from roofseg import sweep
-from roofseg.sweep import SweepSpec
+from roofseg.sweep import study as sweep
+from roofseg.sweep.study import SweepSpec
+from roofseg.sweep.worker import run_worker
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "sweeps.py")
 
@@ -45,7 +46,7 @@ def test_page_shows_trials_best_and_plots(env, demo64, runs_dir):
                      space={"lr": {"low": 1e-4, "high": 3e-3, "log": True},
                             "loss": {"choices": ["bce_dice", "dice"]}})
     sweep.create_sweep(spec, runs_dir)
-    sweep.run_worker("lib", runs_dir)
+    run_worker("lib", runs_dir)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception, at.exception
     assert at.selectbox(key="sw_current").value == "lib"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from roofseg import runs
+from roofseg.exec import control
+from roofseg.store import runs
 from roofseg.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def env(demo64, runs_dir, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # workers inherit it: tiny models, busy CI cores
     yield
     for d in runs.list_runs(runs_dir):  # a failed test must not leave a worker training
-        runs.cancel(d, grace=1.0)
+        control.cancel(d, grace=1.0)
 
 
 @pytest.fixture
@@ -63,16 +64,35 @@ def wait_until(run_dir, states, timeout=90.0) -> dict:
         time.sleep(0.5)
 
 
+def encoders(at) -> dict[str, str]:
+    """The Encoder list as shown: {encoder: where its ImageNet weights are}."""
+    return dict(o.split(" · ", 1) for o in at.selectbox(key="tr_encoder").options)
+
+
 def test_encoder_choices_follow_the_architecture(at):
     assert not at.exception
-    assert "resnet18" in at.selectbox(key="tr_encoder").options
+    assert "resnet18" in encoders(at)
     fill(at, arch="DPT")
-    options = at.selectbox(key="tr_encoder").options
+    options = encoders(at)
     assert options and all(e.startswith("tu-") for e in options)
     assert at.selectbox(key="tr_encoder").value in options
     fill(at, arch="UnetPlusPlus")
-    assert "mit_b0" not in at.selectbox(key="tr_encoder").options
-    assert "resnet18" in at.selectbox(key="tr_encoder").options
+    assert "mit_b0" not in encoders(at)
+    assert "resnet18" in encoders(at)
+
+
+def test_each_encoder_says_whether_its_imagenet_weights_are_here(at):
+    """Nobody should find out by failing: the list names installed, cached or internet-only weights."""
+    notes = encoders(at)
+    assert notes["timm-tf_efficientnet_lite0"] == "ImageNet weights installed (offline)"
+    assert notes["resnet18"] in ("ImageNet weights need the internet (Hugging Face hub)",
+                                 "ImageNet weights in the Hugging Face cache (offline)")
+    fill(at, encoder="resnet18")
+    at.radio(key="tr_weights").set_value("imagenet").run()
+    if "internet" in notes["resnet18"]:
+        assert any("need the internet" in w.value for w in at.sidebar.warning), at.sidebar.warning
+    fill(at, encoder="timm-tf_efficientnet_lite0")
+    assert not any("need the internet" in w.value for w in at.sidebar.warning)
 
 
 def test_start_launches_a_run_that_finishes_and_shows_its_metrics(at, runs_dir, demo64):

@@ -1,10 +1,10 @@
-"""Tests for roofseg.augment: masks move with images, alpha is never recoloured, batches normalise."""
+"""Tests for roofseg.engine.augment: masks move with images, alpha is never recoloured, batches normalise."""
 import numpy as np
 import pytest
 import torch
 
-from roofseg import augment
-from roofseg.augment import SegDataset
+from roofseg.engine import augment
+from roofseg.engine.augment import SegDataset
 
 
 def half_white(n=8, size=64, alpha=255):

@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 
 import browser_util as bu
-from roofseg import data, runs
+from roofseg.data import dataset as data
+from roofseg.store import pids, runs
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(bu.chromium_missing() is not None, reason=bu.chromium_missing() or "")]
@@ -67,7 +68,7 @@ def expect(locator):
 
 def app_pages(page) -> list[str]:
     """The sidebar's page links, icons left out."""
-    return [t.split()[-1] for t in page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()]
+    return bu.nav_labels(page)
 
 
 def no_exception(page) -> None:
@@ -77,7 +78,7 @@ def no_exception(page) -> None:
 
 def nav(page, title: str, ready_text: str) -> None:
     """Click a sidebar link (the page changes without a reload, so session state stays)."""
-    page.locator("[data-testid='stSidebarNav'] a", has_text=title).click()
+    page.locator(bu.NAV_LINKS, has_text=title).click()
     page.get_by_text(ready_text, exact=False).first.wait_for(timeout=T)
 
 
@@ -160,6 +161,41 @@ def save_shot(page, name: str, element=None) -> Path:
     return path
 
 
+CHARTS = "[data-testid='stVegaLiteChart']"
+X_TICKS = "g.role-axis[aria-label^='X-axis'] g.role-axis-label text"  # Vega's SVG: the x axis's labels
+
+
+def x_ticks(chart) -> list[str]:
+    """The tick labels of a chart's x axis (the charts render as SVG, so the texts are there), in
+    numeric order: Vega reuses label elements when the axis changes, so the DOM's order is not."""
+    texts = chart.locator(X_TICKS).all_text_contents()
+    try:
+        return sorted(texts, key=lambda t: float(t.replace("\u2212", "-")))  # Vega's minus sign
+    except ValueError:
+        return texts
+
+
+def scroll_top(page) -> float:
+    """How far the page is scrolled. Streamlit scrolls its main area ([data-testid=stMain]), not
+    the window, so both count."""
+    return page.evaluate("() => window.scrollY + (document.querySelector('[data-testid=stMain]')?.scrollTop || 0)")
+
+
+def centre(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def until(fn, timeout: float = T / 1000, every: float = 0.1):
+    """fn()'s first truthy value, polled; its last value after `timeout` seconds."""
+    end = time.time() + timeout
+    while True:
+        v = fn()
+        if v or time.time() > end:
+            return v
+        time.sleep(every)
+
+
 # ---------------------------------------------------------------------------------------------
 def test_a_deep_link_opens_the_app_before_anything_else(world):
     """Runs first, while the server has served nothing: what a bookmarked URL shows after a restart.
@@ -167,17 +203,43 @@ def test_a_deep_link_opens_the_app_before_anything_else(world):
     multipage app listing every file of pages/); common.ensure_routed sends it through app.py."""
     page = world.page
     bu.open_page(page, world.server.url + "/train", "New run")
-    expect(page.locator("[data-testid='stSidebarNav'] a").first).to_be_visible()
+    expect(page.locator(bu.NAV_LINKS).first).to_be_visible()
     assert app_pages(page) == PAGES + ["Sweeps"], app_pages(page)
     assert page.url.rstrip("/").endswith("/train"), page.url
     no_exception(page)
+
+
+def test_first_load_of_a_fresh_server_shows_the_real_navigation(world, demo64, tmp_path):
+    """A new user's first look: `/` on a server that has just become healthy. From the first paint
+    to the Data page, the sidebar never lists pages/'s file names (Streamlit's pages-folder mode),
+    only the app's own navigation, with Material icons (no emoji, which need a font)."""
+    with bu.app_server(tmp_path / "runs", demo64, tmp_path / "data_root", tmp_path / "s.log") as server:
+        page = world.page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server.url, wait_until="commit")
+        seen_nav = []
+        end = time.time() + T / 1000
+        while time.time() < end:
+            assert page.locator(bu.STREAMLIT_NAV).count() == 0, page.locator(bu.STREAMLIT_NAV).inner_text()
+            labels = bu.nav_labels(page)
+            assert not set(labels) & set(bu.PAGE_FILES), labels
+            if labels:
+                seen_nav.append(labels)
+            if page.get_by_text("Current dataset").count():
+                break
+            time.sleep(0.05)
+        assert page.get_by_text("Current dataset").count(), "the Data page never appeared"
+        assert seen_nav and seen_nav[-1] == PAGES + ["Sweeps"], seen_nav[-1:]
+        icons = page.locator(bu.NAV_LINKS).locator("[data-testid='stIconMaterial']")
+        assert icons.count() == len(PAGES) + 1
+        no_exception(page)
+        page.close()
 
 
 def test_the_data_page_opens_with_the_dataset_counts(world):
     page = world.page
     bu.open_page(page, world.server.url, "Current dataset")
     metrics = page.locator("[data-testid='stMetric']")
-    expect(metrics.first).to_be_visible()
+    expect(metrics.first).to_be_visible(timeout=T)  # after the report: seconds on a busy machine
     got = dict(t.split("\n", 1) for t in metrics.all_inner_texts())
     assert {k: v.strip() for k, v in got.items() if k in ("Images", "Labels", "Pairs", "Unlabeled")} == \
         {"Images": "12", "Labels": "10", "Pairs": "10", "Unlabeled": "2"}, got
@@ -185,6 +247,23 @@ def test_the_data_page_opens_with_the_dataset_counts(world):
     expect(page.locator("[data-testid='stImage'] img")).to_have_count(12)  # the gallery
     assert app_pages(page)[:5] == PAGES, app_pages(page)
     bu.shot(page, "data.png")
+    no_exception(page)
+
+
+def test_the_data_page_names_the_folder_in_use_and_opens_on_its_tab(world):
+    """Issue #14: with a folder in use (ROOFSEG_DATA here), the source tabs opened on "Built-in demo"
+    and its "Use the built-in demo" button, read as "the demo is loaded". The page names the folder
+    above the tabs and opens on the Folder tab."""
+    page = world.page
+    bu.open_page(page, world.server.url, "Current dataset")
+    in_use = page.locator("[data-testid='stAlertContentInfo']", has_text="In use:")
+    expect(in_use).to_be_visible()
+    text = in_use.inner_text()
+    assert f"the folder {world.data}" in " ".join(text.split()), text
+    assert "built-in demo" not in text, text
+    expect(page.get_by_role("tab", selected=True)).to_have_text("Folder")
+    expect(page.get_by_role("button", name="Use this folder")).to_be_visible()
+    expect(page.get_by_role("button", name="Use the built-in demo")).to_be_hidden()
     no_exception(page)
 
 
@@ -245,7 +324,7 @@ def test_a_long_run_is_cancelled_from_the_page(world):
     expect(page.locator(PROGRESS)).to_have_count(0)
     st = runs.read_json(d / "status.json")
     assert st["state"] == "cancelled" and st["error"] == "cancelled by the user", st
-    assert not runs._alive(pid, d), "the worker still runs"
+    assert not pids.alive(pid, cmdline_has=d.name), "the worker still runs"
     page.wait_for_function(f"() => [...document.querySelectorAll('[data-testid=stDataFrame] table[role=grid]')]"
                            f".some(t => t.textContent.includes('{d.name}'))")
     table = grid_text(page)
@@ -315,6 +394,43 @@ def test_two_runs_compared_show_curves_config_diff_and_overlays(world):
     page.set_viewport_size({"width": 1400, "height": 1000})
 
 
+def test_the_mouse_wheel_over_the_learning_curves_scrolls_the_page(world):
+    """Issue #14: a plain wheel over the learning curves zoomed them (epochs -160..260) instead of
+    scrolling the page. Now the page scrolls and the axis stays; shift+wheel zooms and a
+    double-click resets."""
+    page = world.page
+    world.run_dir("live"), world.run_dir("dice")  # the two runs on the Compare page
+    expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+    chart = page.locator(CHARTS).first
+    chart.locator(X_TICKS).first.wait_for(timeout=T)
+    page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollTo(0, 0)")
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    ticks = x_ticks(chart)
+    assert ticks and all(t.isdigit() for t in ticks), ticks  # whole epochs, none negative
+    assert 1 <= int(ticks[0]) and int(ticks[-1]) <= LIVE_EPOCHS, ticks  # within the logged epochs
+    top = scroll_top(page)
+    page.mouse.move(*centre(chart))
+    page.mouse.wheel(0, 600)
+    page.wait_for_timeout(300)
+    page.mouse.wheel(0, 600)
+    assert until(lambda: scroll_top(page) > top + 500, timeout=5), (top, scroll_top(page))
+    assert x_ticks(chart) == ticks, x_ticks(chart)
+    # the explicit gesture still zooms, without scrolling the page; a double-click resets
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    top = scroll_top(page)
+    page.mouse.move(*centre(chart))
+    page.keyboard.down("Shift")
+    page.mouse.wheel(0, -400)
+    page.keyboard.up("Shift")
+    assert until(lambda: x_ticks(chart) != ticks, timeout=5), "shift+wheel did not zoom"
+    assert scroll_top(page) == top
+    page.mouse.dblclick(*centre(chart))
+    assert until(lambda: x_ticks(chart) == ticks, timeout=5), x_ticks(chart)
+    no_exception(page)
+
+
 def test_predict_downloads_the_masks_of_the_unlabeled_images(world):
     page = world.page
     live = world.run_dir("live")
@@ -355,6 +471,35 @@ def _run_options(page, main) -> list[str]:
     options = page.get_by_role("option").all_inner_texts()
     page.keyboard.press("Escape")
     return options
+
+
+def test_the_live_charts_count_whole_epochs_from_the_first_one(world):
+    """Issue #14: while a run's first epoch was on screen, the live charts' x axis read "1.000000"."""
+    import signal
+    page = world.page
+    nav(page, "Train", "New run")
+    d = start_run(world, "ticks", LONG_EPOCHS)
+    until(lambda: runs.read_metrics(d)[0], timeout=RUN_T / 1000, every=0.02)
+    # Pause the worker's process group right after its first epoch so that the page shows exactly
+    # one: a fast machine would otherwise be past it before the page's next refresh (1 s).
+    pgid = os.getpgid(int(runs.status(d)["pid"]))
+    assert pgid not in (os.getpgrp(), os.getpgid(world.server.proc.pid))  # the worker's own session
+    os.killpg(pgid, signal.SIGSTOP)
+    try:
+        assert len(runs.read_metrics(d)[0]) == 1, "paused after its second epoch"
+        charts = page.locator(CHARTS)
+        expect(charts).to_have_count(2, timeout=T)  # loss, Dice / IoU
+        expect(charts.first.locator("g.mark-symbol.role-mark path")).to_have_count(2, timeout=T)  # 2 losses
+        ticks = until(lambda: [x_ticks(c) for c in charts.all()] if all(x_ticks(c) for c in charts.all())
+                      else None, timeout=T / 1000)
+        assert ticks, "no tick labels"
+        assert not [t for axis in ticks for t in axis if "." in t], ticks
+        assert ticks == [["1"], ["1"]], ticks
+        no_exception(page)
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(page.get_by_text("No run is queued or running")).to_be_visible(timeout=T)
 
 
 def test_the_server_logged_no_traceback(world):

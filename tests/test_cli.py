@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from roofseg import cli, runs
+from roofseg.cli import main as cli
+from roofseg.exec import control
+from roofseg.store import runs
 from roofseg.config import RunConfig
 from test_train import check_run_folder
 
@@ -151,7 +153,7 @@ def test_foreground_run_is_seen_running_and_can_be_cancelled(demo64, tmp_path):
             time.sleep(0.2)
         (run,) = runs.list_runs(tmp_path)
         assert runs.status(run)["state"] == "running"  # not taken for a dead process
-        assert runs.cancel(run)["state"] == "cancelled"
+        assert control.cancel(run)["state"] == "cancelled"
         out, err = proc.communicate(timeout=30)
         assert "error: run cancelled" in err and err.rstrip().endswith("exit status 1")
         assert runs.status(run)["state"] == "cancelled"

@@ -1,4 +1,4 @@
-"""Tests for roofseg.compare: the numbers and pictures the Compare and Runs pages show."""
+"""Tests for roofseg.store.compare: the numbers and pictures the Compare and Runs pages show."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_config
-from roofseg import compare, predict, results, runs
+from roofseg.store import compare
+from roofseg.engine import predict
+from roofseg.store import results
+from roofseg.store import runs
 
 
 def make_kfold_run(runs_dir: Path, data: Path, name: str = "kfold-fake") -> Path:
@@ -100,7 +103,7 @@ def test_curves_kfold_mean_and_std_band(tmp_path, demo64, two):
 
 def test_image_table_one_row_per_shared_val_image(two):
     df = compare.image_table(two)
-    per = [{r["name"]: r["dice"] for r in predict.read_per_image(d)} for d in two]
+    per = [{r["name"]: r["dice"] for r in runs.read_per_image(d)} for d in two]
     assert sorted(df["name"]) == sorted(per[0])  # same seed and split: the same val images
     assert len(df) == len(set(df["name"])) == len(per[0])
     for lab, p in zip(compare.labels(two), per):
@@ -123,7 +126,7 @@ def test_panels_shapes_and_dice(two, demo64):
     assert p["name"] == name
     assert p["image"].shape == (64, 64, 3) and p["image"].dtype == np.uint8
     assert p["ground_truth"].shape == (64, 64, 3)
-    per = {r["name"]: r["dice"] for r in predict.read_per_image(two[0])}
+    per = {r["name"]: r["dice"] for r in runs.read_per_image(two[0])}
     assert [r["label"] for r in p["runs"]] == compare.labels(two)
     for r in p["runs"]:
         assert r["overlay"].shape == (64, 64, 3) and r["error"] is None

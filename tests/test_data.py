@@ -1,12 +1,12 @@
-"""Tests for roofseg.data: pairing files, flagging bad pairs, decoding every format, splits."""
+"""Tests for roofseg.data.dataset: pairing files, flagging bad pairs, decoding every format, splits."""
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from roofseg import data
-from roofseg.data import DataError
+from roofseg.data import dataset as data
+from roofseg.data.dataset import DataError
 
 
 def save(path, a, mode=None, **kw):

@@ -1,11 +1,11 @@
-"""Tests for roofseg.demo: the built-in synthetic dataset is DIDA-shaped, deterministic and safe."""
+"""Tests for roofseg.data.demo: the built-in synthetic dataset is DIDA-shaped, deterministic and safe."""
 import hashlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from roofseg.demo import MARKER, ensure_demo, make_demo, render_scene
+from roofseg.data.demo import MARKER, ensure_demo, make_demo, render_scene
 
 
 def _digests(folder):
@@ -39,7 +39,7 @@ def test_layout_like_dida(demo):
         im = Image.open(p)
         assert im.mode == "L" and im.size == (256, 256)
     note = (demo / MARKER).read_text()
-    assert "roofseg.demo" in note and "seed: 0" in note
+    assert "roofseg.data.demo" in note and "seed: 0" in note
 
 
 def test_labels_have_dida_roof_fractions_and_soft_edges(demo):

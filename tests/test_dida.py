@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from roofseg import data, runs
+from roofseg.data import dataset as data
+from roofseg.store import runs
 from test_train import check_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]

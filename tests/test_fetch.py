@@ -1,4 +1,4 @@
-"""Tests for roofseg.fetch: safe zip extraction and the DIDA download, against 127.0.0.1 only."""
+"""Tests for roofseg.data.fetch: safe zip extraction and the DIDA download, against 127.0.0.1 only."""
 import http.server
 import io
 import socket
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import roofseg  # noqa: F401  (installs the torchvision guard; harmless here, keeps import order uniform)
-from roofseg.fetch import FetchError, extract_dataset_zip, fetch_dida
+import roofseg.model  # noqa: F401  (the torchvision guard runs before timm/smp import)
+from roofseg.data.fetch import FetchError, extract_dataset_zip, fetch_dida
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # content is never decoded here
 
@@ -229,8 +229,8 @@ def test_fetch_refuses_nonempty_dest_before_downloading(tmp_path, zip_server):
 
 def test_fetch_stalled_name_lookup_is_bounded(tmp_path, monkeypatch):
     # a dead DNS resolver: getaddrinfo ignores socket timeouts, so fetch must not wait on it
-    monkeypatch.setattr("roofseg.fetch.socket.getaddrinfo", lambda *a, **k: time.sleep(3))
-    monkeypatch.setattr("roofseg.fetch.urllib.request.getproxies", dict)
+    monkeypatch.setattr("roofseg.data.fetch.socket.getaddrinfo", lambda *a, **k: time.sleep(3))
+    monkeypatch.setattr("roofseg.data.fetch.urllib.request.getproxies", dict)
     t0 = time.monotonic()
     with pytest.raises(FetchError, match="took longer than 0.5 s"):
         fetch_dida(tmp_path / "dida", url="http://127.0.0.1:9/dida.zip", timeout=0.5)

@@ -1,8 +1,8 @@
-"""Tests for roofseg.metrics on hand-made masks whose tp/fp/fn/tn are known."""
+"""Tests for roofseg.model.metrics on hand-made masks whose tp/fp/fn/tn are known."""
 import pytest
 import torch
 
-from roofseg import metrics
+from roofseg.model import metrics
 
 
 def logits_from(pred: torch.Tensor) -> torch.Tensor:

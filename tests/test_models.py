@@ -1,4 +1,4 @@
-"""Tests for roofseg.models: every loss/optimizer/schedule works, models build, bad pairs explain themselves.
+"""Tests for roofseg.model.factory: every loss/optimizer/schedule works, models build, bad pairs explain themselves.
 
 test_compat_table keeps config.incompatible (the static table the UI filters encoders with) honest
 against real smp construction and a forward pass.
@@ -8,10 +8,12 @@ import math
 import pytest
 import torch
 
-import roofseg  # noqa: F401  (torchvision guard before smp)
-from roofseg import models, runs
+import roofseg.model  # noqa: F401  (the torchvision guard runs before timm/smp import)
+from roofseg.model import factory as models
+from roofseg.model import checkpoint
+from roofseg.store import runs
 from roofseg.config import ARCHS, LOSSES, OPTIMIZERS, SCHEDULES, RunConfig, incompatible
-from roofseg.models import ModelError, build_loss, build_model, build_optimizer, build_scheduler
+from roofseg.model.factory import ModelError, build_loss, build_model, build_optimizer, build_scheduler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ def _builds_and_runs(arch, encoder) -> str | None:
     """None when smp builds the pair and it runs on a small batch; else the error."""
     size = 128 if arch == "PAN" else 64  # PAN's pyramid pooling needs >= 128 px (train.preflight says so)
     try:
-        model = models._create(arch, encoder, 3).eval()
+        model = models.create(arch, encoder, 3).eval()
         with torch.no_grad():
             y = model(torch.zeros(1, 3, size, size))
         assert y.shape == (1, 1, size, size), y.shape
@@ -184,9 +186,9 @@ def test_compat_table_subset():
 # ---------------------------------------------------------------------------------------------
 # weights
 def test_local_encoder_weights_file_is_loaded(tmp_path):
-    weights = pytest.importorskip("roofseg.weights", reason="roofseg.weights not written yet")
+    weights = pytest.importorskip("roofseg.model.weights", reason="roofseg.model.weights not written yet")
     if not hasattr(weights, "local_state_dict"):
-        pytest.skip("roofseg.weights.local_state_dict not there yet")
+        pytest.skip("roofseg.model.weights.local_state_dict not there yet")
     import torchvision
     torch.manual_seed(1)
     sd = torchvision.models.resnet18(weights=None).state_dict()
@@ -207,7 +209,7 @@ def test_local_encoder_weights_file_is_loaded(tmp_path):
 
 def test_init_from_an_earlier_run(finished_runs):
     run = runs.list_runs(finished_runs)[0]
-    ck = runs.load_checkpoint(run / "best.pt")
+    ck = checkpoint.load_checkpoint(run / "best.pt")
     cfg = RunConfig.from_dict(ck["config"]).replace(init_from=str(run))
     model = build_model(cfg, log=lambda m: None)
     for k, v in model.state_dict().items():

@@ -1,10 +1,10 @@
-"""Tests for roofseg.overlay: what the user sees in the comparison panels, pixel by pixel."""
+"""Tests for roofseg.data.overlay: what the user sees in the comparison panels, pixel by pixel."""
 import itertools
 
 import numpy as np
 import pytest
 
-from roofseg import overlay as ov
+from roofseg.data import overlay as ov
 
 # 3x3 example with every case: gt rows / pred rows, expected codes
 GT = np.array([[1, 1, 0], [0, 0, 1], [1, 0, 0]], bool)

@@ -1,4 +1,4 @@
-"""roofseg.progress on run folders written by hand: no training, no processes of our own."""
+"""roofseg.store.progress on run folders written by hand: no training, no processes of our own."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from roofseg import progress, runs
+from roofseg.store import progress
+from roofseg.store import runs
 
 
 def fake_run(runs_dir, run_id, *, state="running", epochs=3, folds=0, name="", rows=(), extra="",

@@ -27,7 +27,14 @@ import torch
 from PIL import Image
 
 from conftest import tiny_config
-from roofseg import cli, data, predict, results, runs, train, worker
+from roofseg.cli import main as cli
+from roofseg.data import dataset as data
+from roofseg.engine import predict
+from roofseg.store import results
+from roofseg.model import checkpoint
+from roofseg.store import runs
+from roofseg.engine import train
+from roofseg.exec import control, worker
 from test_results import fake_finished_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,7 +252,7 @@ def test_hand_edited_config_in_a_run_folder_fails_the_run_naming_the_file(demo64
 # full disk, read-only folder
 def test_full_disk_never_replaces_a_good_checkpoint(tmp_path, monkeypatch):
     good = {"config": {"arch": "Unet"}, "state_dict": {"w": torch.ones(3)}}
-    runs.save_checkpoint(tmp_path / "best.pt", good)
+    checkpoint.save_checkpoint(tmp_path / "best.pt", good)
     before = (tmp_path / "best.pt").read_bytes()
 
     def full_disk(obj, f, *a, **kw):  # writes part of the file, then the disk is full
@@ -255,11 +262,11 @@ def test_full_disk_never_replaces_a_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError, match=r"could not write .*best\.pt \(No space left on device\); "
                                       r"the previous best\.pt, if any, is unchanged"):
-        runs.save_checkpoint(tmp_path / "best.pt", {"state_dict": {"w": torch.zeros(3)}})
+        checkpoint.save_checkpoint(tmp_path / "best.pt", {"state_dict": {"w": torch.zeros(3)}})
     assert (tmp_path / "best.pt").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temporary file left
     monkeypatch.undo()
-    assert torch.equal(runs.load_checkpoint(tmp_path / "best.pt")["state_dict"]["w"], torch.ones(3))
+    assert torch.equal(checkpoint.load_checkpoint(tmp_path / "best.pt")["state_dict"]["w"], torch.ones(3))
 
 
 def test_full_disk_during_training_fails_the_run_with_the_reason(demo64, tmp_path, monkeypatch):
@@ -270,7 +277,7 @@ def test_full_disk_during_training_fails_the_run_with_the_reason(demo64, tmp_pat
 
     def fit(cfg, run_dir, hook=None, log=print):  # the first checkpoint meets a full disk
         monkeypatch.setattr(torch, "save", no_space)
-        runs.save_checkpoint(run_dir / "best.pt", {})
+        checkpoint.save_checkpoint(run_dir / "best.pt", {})
     monkeypatch.setattr(train, "fit", fit)
     st = worker.execute(d, wait_for_slot=False)
     assert st["state"] == "failed"
@@ -281,7 +288,7 @@ def test_full_disk_during_training_fails_the_run_with_the_reason(demo64, tmp_pat
 def test_read_only_runs_folder_is_a_clear_error(demo64, tmp_path, readonly, capsys):
     rdir = readonly(tmp_path / "runs")
     cfg = tiny_config(demo64)
-    for make in (runs.create_run, runs.launch):
+    for make in (runs.create_run, control.launch):
         with pytest.raises(runs.RunError, match=re.escape(f"cannot create a run folder in {rdir}: Permission denied")):
             make(cfg, rdir)
     assert list(rdir.iterdir()) == []
@@ -361,7 +368,7 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_unrun(tmp_path):
     torch.save({"config": {}, "state_dict": {}, "x": _MakesAFile(str(marker))}, tmp_path / "best.pt")
     assert not marker.exists()
     with pytest.raises(runs.RunError, match="best.pt: not a readable roofseg checkpoint"):
-        runs.load_checkpoint(tmp_path / "best.pt")
+        checkpoint.load_checkpoint(tmp_path / "best.pt")
     assert not marker.exists()
     with pytest.raises(runs.RunError):  # and through the prediction path
         predict.load_model(tmp_path / "best.pt")

@@ -1,4 +1,4 @@
-"""Tests for roofseg.results: the derived results table is complete, incremental and self-healing."""
+"""Tests for roofseg.store.results: the derived results table is complete, incremental and self-healing."""
 import json
 import multiprocessing
 import shutil
@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from roofseg import results, runs
+from roofseg.store import results
+from roofseg.store import runs
 from roofseg.config import LOSSES, RunConfig
 
 

@@ -1,5 +1,6 @@
-"""Tests for roofseg.runs: background runs can be queued, cancelled and killed without losing
-their record; run ids cannot leave the runs folder; files are written atomically."""
+"""Tests for roofseg.store.runs and roofseg.exec.control: background runs can be queued, cancelled
+and killed without losing their record; run ids cannot leave the runs folder; files are written
+atomically."""
 import json
 import os
 import signal
@@ -9,8 +10,11 @@ from datetime import datetime
 import pytest
 
 from conftest import tiny_config
-from roofseg import results, runs
-from roofseg.runs import RunError
+from roofseg.exec import control
+from roofseg.store import results
+from roofseg.model import checkpoint
+from roofseg.store import pids, runs
+from roofseg.store.runs import RunError
 
 
 def wait_for(cond, what, timeout=180.0):
@@ -62,8 +66,8 @@ def running_with_metrics(d) -> bool:
 def test_queue_then_cancel_running_and_queued(demo64, tmp_path, monkeypatch, launched):
     monkeypatch.setenv("ROOFSEG_SLOTS", "1")
     cfg = tiny_config(demo64, epochs=500)  # far more than the test waits for
-    a = runs.launch(cfg, tmp_path)
-    b = runs.launch(cfg, tmp_path)
+    a = control.launch(cfg, tmp_path)
+    b = control.launch(cfg, tmp_path)
     launched += [a, b]
     assert a != b and runs.status(a)["state"] in runs.ACTIVE
     first = wait_for(lambda: next((d for d in (a, b) if running_with_metrics(d)), None),
@@ -74,7 +78,7 @@ def test_queue_then_cancel_running_and_queued(demo64, tmp_path, monkeypatch, lau
     assert not runs.read_metrics(second)[0]
 
     pid = pid_of(first)
-    st = runs.cancel(first)
+    st = control.cancel(first)
     assert st["state"] == "cancelled" and st["error"] == "cancelled by the user"
     assert gone(pid)
     assert runs.status(first)["state"] == "cancelled"  # stays cancelled, not 'failed'
@@ -84,13 +88,13 @@ def test_queue_then_cancel_running_and_queued(demo64, tmp_path, monkeypatch, lau
     # the freed slot goes to the queued run
     wait_for(lambda: runs.status(second)["state"] == "running", "the queued run to start")
     pid2 = pid_of(second)
-    assert runs.cancel(second)["state"] == "cancelled" and gone(pid2)
+    assert control.cancel(second)["state"] == "cancelled" and gone(pid2)
     table = results.rebuild(tmp_path).set_index("run_id")
     assert set(table.loc[[a.name, b.name], "status"]) == {"cancelled"}
 
 
 def test_killed_run_is_reported_failed(demo64, tmp_path, launched):
-    d = runs.launch(tiny_config(demo64, epochs=500), tmp_path)
+    d = control.launch(tiny_config(demo64, epochs=500), tmp_path)
     launched.append(d)
     wait_for(lambda: running_with_metrics(d), "the run to train an epoch")
     pid = pid_of(d)
@@ -102,7 +106,7 @@ def test_killed_run_is_reported_failed(demo64, tmp_path, launched):
     rows, bad = runs.read_metrics(d)
     assert rows and bad == 0
     assert "started" in (d / "log.txt").read_text()
-    assert runs.cancel(d)["state"] == "failed"  # nothing to cancel: the record stays as it is
+    assert control.cancel(d)["state"] == "failed"  # nothing to cancel: the record stays as it is
     row = results.rebuild(tmp_path).set_index("run_id").loc[d.name]
     assert row["status"] == "failed" and row["epochs_done"] >= 1 and "killed" in row["error"]
 
@@ -168,7 +172,7 @@ def test_status_of_a_reused_pid_is_failed(demo64, tmp_path):
 def test_status_tells_a_reused_pid_by_its_start_time(demo64, tmp_path):
     d = runs.create_run(tiny_config(demo64), tmp_path)
     me = os.getpid()
-    runs.set_status(d, state="running", pid=me, pid_start=runs.process_start(me))
+    runs.set_status(d, state="running", pid=me, pid_start=pids.process_start(me))
     assert runs.status(d)["state"] == "running"  # this very process: alive, whatever its cmdline
     runs.set_status(d, pid_start="1")             # same pid, another start time: a recycled pid
     assert runs.status(d)["state"] == "failed"
@@ -185,7 +189,7 @@ def test_status_without_status_file(demo64, tmp_path):
 def test_cancel_finished_run_changes_nothing(finished_runs):
     d = runs.list_runs(finished_runs)[0]
     before = (d / "status.json").read_text()
-    assert runs.cancel(d)["state"] == "done"
+    assert control.cancel(d)["state"] == "done"
     assert (d / "status.json").read_text() == before
 
 
@@ -239,18 +243,18 @@ class _RunsCode:
 
 def test_checkpoint_round_trip_and_refuses_junk(tmp_path, capsys):
     import torch
-    runs.save_checkpoint(tmp_path / "best.pt", {"config": {"arch": "Unet"}, "state_dict": {"w": torch.ones(2)}})
-    ck = runs.load_checkpoint(tmp_path / "best.pt")
+    checkpoint.save_checkpoint(tmp_path / "best.pt", {"config": {"arch": "Unet"}, "state_dict": {"w": torch.ones(2)}})
+    ck = checkpoint.load_checkpoint(tmp_path / "best.pt")
     assert ck["config"] == {"arch": "Unet"} and torch.equal(ck["state_dict"]["w"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # no temp file left
     # a checkpoint that pickles an object would run code on load: refused, never executed
     torch.save({"config": {}, "extra": _RunsCode()}, tmp_path / "code.pt")
     with pytest.raises(RunError, match="code.pt: not a readable roofseg checkpoint"):
-        runs.load_checkpoint(tmp_path / "code.pt")
+        checkpoint.load_checkpoint(tmp_path / "code.pt")
     assert "code ran" not in capsys.readouterr().out
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match="junk.pt: not a readable roofseg checkpoint"):
-        runs.load_checkpoint(tmp_path / "junk.pt")
+        checkpoint.load_checkpoint(tmp_path / "junk.pt")
 
 
 def test_checkpoint_paths_in_fold_order(tmp_path):

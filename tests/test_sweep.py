@@ -1,4 +1,4 @@
-"""Sweeps (roofseg.sweep, sweep_report, the `sweep` CLI) on the 64 px demo: real trials, real
+"""Sweeps (roofseg.sweep.study, sweep_report, the `sweep` CLI) on the 64 px demo: real trials, real
 worker processes, a throwaway PostgreSQL cluster; the analysis functions on hand-made frames."""
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_config
-from roofseg import runs, sweep, sweep_report
+from roofseg.store import runs
+from roofseg.sweep import study as sweep
+from roofseg.sweep import report as sweep_report
 from roofseg.config import ConfigError, RunConfig
-from roofseg.sweep import SweepSpec
+from roofseg.sweep.study import SweepSpec
+from roofseg.sweep.worker import run_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +75,7 @@ def test_pruner_stops_a_bad_trial_early(demo64, tmp_path):
     sweep.create_sweep(spec, runs_dir)
     sweep.enqueue("prune", runs_dir, {"threshold": 0.5})
     sweep.enqueue("prune", runs_dir, {"threshold": 0.99})
-    assert sweep.run_worker("prune", runs_dir) == [0, 1]
+    assert run_worker("prune", runs_dir) == [0, 1]
     frame = sweep.trials_frame("prune", runs_dir).set_index("trial")
     assert frame.loc[0, "state"] == "complete" and frame.loc[0, "value"] > 0
     assert frame.loc[1, "state"] == "pruned" and frame.loc[1, "last_epoch"] == 2
@@ -94,7 +97,7 @@ def test_incompatible_pair_fails_fast_without_training(demo64, tmp_path):
     sweep.create_sweep(spec, runs_dir)
     sweep.enqueue("pairs", runs_dir, {"arch": "DeepLabV3", "encoder": "vgg11_bn"})
     t0 = time.time()
-    sweep.run_worker("pairs", runs_dir)
+    run_worker("pairs", runs_dir)
     assert time.time() - t0 < 20
     [row] = sweep.trials_frame("pairs", runs_dir).to_dict("records")
     assert row["state"] == "fail" and not row["interrupted"]
@@ -123,7 +126,7 @@ def test_resume_after_a_killed_worker(demo64, tmp_path):
     assert before.loc[1, "state"] == "running"  # left behind, as a crash leaves it
     killed_run, killed_lr = before.loc[1, "run_id"], before.loc[1, "lr"]
 
-    sweep.run_worker("kill", runs_dir)  # the resume: a worker on the same study
+    run_worker("kill", runs_dir)  # the resume: a worker on the same study
     frame = sweep.trials_frame("kill", runs_dir).set_index("trial")
     assert frame.loc[1, "state"] == "fail" and frame.loc[1, "interrupted"]
     assert "ended during the trial" in frame.loc[1, "reason"]
@@ -152,10 +155,10 @@ def test_cancel_stops_background_workers_and_resume_finishes(demo64, tmp_path):
     assert set(frame.state) <= {"complete", "fail", "waiting"}
     assert frame[frame.state == "fail"].interrupted.all() and (stopped.run_state == "cancelled").all()
     assert queued.retry_of.tolist() == stopped.trial.tolist() and queued.lr.tolist() == stopped.lr.tolist()
-    sweep.run_worker("stop", runs_dir)  # STOP is still there: a worker refuses to start trials
+    run_worker("stop", runs_dir)  # STOP is still there: a worker refuses to start trials
     assert len(sweep.trials_frame("stop", runs_dir)) == len(frame)
     sweep.resume("stop", runs_dir)
-    sweep.run_worker("stop", runs_dir)
+    run_worker("stop", runs_dir)
     after = sweep.trials_frame("stop", runs_dir)
     assert (after.state == "complete").sum() == 2
     assert after.retry_of.dropna().tolist() == stopped.trial.tolist()
@@ -165,7 +168,7 @@ def test_reaping_is_idempotent_and_loses_no_retry(demo64, tmp_path):
     """The bookkeeping a killed worker leaves half done, repaired by the next ask, without training:
     a RUNNING trial of a dead worker (killed before its run folder existed), and a trial told
     FAIL (interrupted) by a worker killed before it queued the retry."""
-    from roofseg import sweep_worker
+    from roofseg.sweep import trials
     runs_dir = tmp_path / "runs"
     spec = SweepSpec(name="reap", base=tiny_config(demo64).to_dict(), sampler="random", trials=5,
                      space={"lr": {"low": 1e-4, "high": 3e-3, "log": True}})
@@ -176,10 +179,10 @@ def test_reaping_is_idempotent_and_loses_no_retry(demo64, tmp_path):
     a = study.ask(spec.validate().distributions())
     a.set_user_attr("worker", {"host": runs.HOST, "pid": int(dead), "start": "1"})
     b = study.ask(spec.validate().distributions())
-    sweep_worker._fail(study, b, "sweep reap cancelled", interrupted=True)  # and then killed
+    trials.fail(study, b, "sweep reap cancelled", interrupted=True)  # and then killed
     for _ in range(2):  # twice: the second pass finds nothing to do
-        with sweep_worker._ask_lock(spec, runs_dir):
-            sweep_worker._reap(study, spec, runs_dir)
+        with trials.ask_lock(spec, sweep.study_storage(spec, runs_dir), sweep.sweep_dir(runs_dir, "reap")):
+            trials.reap(study, spec, runs_dir)
     f = sweep.trials_frame("reap", runs_dir).set_index("trial")
     assert f.loc[0, "state"] == "fail" and f.loc[0, "interrupted"] and "ended during" in f.loc[0, "reason"]
     assert f.loc[1, "state"] == "fail" and f.loc[1, "interrupted"]

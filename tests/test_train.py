@@ -13,9 +13,14 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from roofseg import data, predict, runs, train, worker
+from roofseg.data import dataset as data
+from roofseg.engine import predict
+from roofseg.model import checkpoint
+from roofseg.store import runs
+from roofseg.engine import train
+from roofseg.exec import worker
 from roofseg.config import RunConfig
-from roofseg.models import ModelError
+from roofseg.model.factory import ModelError
 
 ROW_KEYS = {"fold", "epoch", "train_loss", "val_loss", "val_dice", "val_iou", "val_precision",
             "val_recall", "val_accuracy", "val_dice_img", "val_iou_img", "lr", "epoch_s",
@@ -50,7 +55,7 @@ def check_run_folder(run_dir, data_dir, epochs: int, folds: int = 0) -> dict:
     names = ["best.pt"] if n_models == 1 else [f"best_fold{i}.pt" for i in range(n_models)]
     assert [p.name for p in runs.checkpoint_paths(run_dir)] == names
     for i, name in enumerate(names):
-        ck = runs.load_checkpoint(run_dir / name)
+        ck = checkpoint.load_checkpoint(run_dir / name)
         assert ck["config"] == cfg.to_dict() and ck["fold"] == i
         fold_rows = [r for r in rows if r["fold"] == i]
         best = max(fold_rows, key=lambda r: r["val_dice"])
@@ -203,8 +208,8 @@ def test_best_weights_written_once_per_fold_and_kept_on_cancel(demo64, tmp_path,
     fold's end; a run stopped mid-fold (here: the hook raises after epoch 3, as Cancel's SIGTERM
     does) still leaves the best epoch so far on disk."""
     writes = []
-    real = runs.save_checkpoint
-    monkeypatch.setattr(runs, "save_checkpoint", lambda p, obj: (writes.append(obj["epoch"]), real(p, obj)))
+    real = checkpoint.save_checkpoint
+    monkeypatch.setattr(checkpoint, "save_checkpoint", lambda p, obj: (writes.append(obj["epoch"]), real(p, obj)))
     monkeypatch.setattr(train, "CHECKPOINT_EVERY_S", 3600.0)
     cfg = tiny_config(demo64, epochs=5, lr=3e-3)
     d = runs.create_run(cfg, tmp_path / "runs")
@@ -220,7 +225,7 @@ def test_best_weights_written_once_per_fold_and_kept_on_cancel(demo64, tmp_path,
     rows, _ = runs.read_metrics(d)
     best = max(rows, key=lambda r: r["val_dice"])
     assert len(rows) == 3 and writes == sorted({1, best["epoch"]})  # epoch 1 at once, the best at the stop
-    ck = runs.load_checkpoint(d / "best.pt")
+    ck = checkpoint.load_checkpoint(d / "best.pt")
     assert ck["epoch"] == best["epoch"] and ck["val_dice"] == best["val_dice"]
     models, _ = predict.load_run_models(d, "cpu")  # the app and the CLI can predict with it
     assert len(models) == 1
@@ -233,16 +238,16 @@ def test_best_keeper_writes_when_the_interval_has_passed(tmp_path, monkeypatch):
     k = train.BestKeeper(tmp_path / "best.pt", cfg, 0, every_s=0.0)
     k.update(model, 1, 0.5)
     k.update(model, 2, 0.6)
-    assert runs.load_checkpoint(tmp_path / "best.pt")["epoch"] == 2  # interval 0: every best at once
+    assert checkpoint.load_checkpoint(tmp_path / "best.pt")["epoch"] == 2  # interval 0: every best at once
     k = train.BestKeeper(tmp_path / "b2.pt", cfg, 0, every_s=3600.0)
     k.update(model, 1, 0.5)  # the first best: written at once, so a file exists early
-    assert runs.load_checkpoint(tmp_path / "b2.pt")["epoch"] == 1
+    assert checkpoint.load_checkpoint(tmp_path / "b2.pt")["epoch"] == 1
     with torch.no_grad():
         model.weight.fill_(1.0)
     k.update(model, 2, 0.6)
     with torch.no_grad():
         model.weight.fill_(7.0)  # training goes on: the held copy must not follow the model
-    assert runs.load_checkpoint(tmp_path / "b2.pt")["epoch"] == 1  # epoch 2 held, not written yet
+    assert checkpoint.load_checkpoint(tmp_path / "b2.pt")["epoch"] == 1  # epoch 2 held, not written yet
     k.flush()
-    ck = runs.load_checkpoint(tmp_path / "b2.pt")
+    ck = checkpoint.load_checkpoint(tmp_path / "b2.pt")
     assert ck["epoch"] == 2 and ck["state_dict"]["weight"].tolist() == [[1.0, 1.0]]

@@ -1,4 +1,4 @@
-"""Tests for roofseg._tvguard: torchvision and smp import on a CPU-only torch, and the guard
+"""Tests for roofseg.model.tvguard: torchvision and smp import on a CPU-only torch, and the guard
 patches only the one failure it knows, never hiding another."""
 import subprocess
 import sys
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from roofseg import _tvguard
+from roofseg.model import tvguard as _tvguard
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fresh_interpreter_imports_torchvision_and_smp():
-    code = ("import roofseg, sys; from roofseg import _tvguard; tv = _tvguard.ensure_torchvision(); "
+    code = ("import sys; from roofseg.model import tvguard as _tvguard; tv = _tvguard.ensure_torchvision(); "
             "import segmentation_models_pytorch as smp; import timm; "
             "m = smp.create_model('Unet', encoder_name='resnet18', encoder_weights=None, classes=1); "
             "print(tv.__version__, _tvguard.patched, tv is sys.modules['torchvision'])")

@@ -1,4 +1,4 @@
-"""Tests for roofseg.weights: a fake Hugging Face hub on 127.0.0.1 and local weight files."""
+"""Tests for roofseg.model.weights: a fake Hugging Face hub on 127.0.0.1 and local weight files."""
 import hashlib
 import http.server
 import json
@@ -9,12 +9,12 @@ import time
 import pytest
 import torch
 
-import roofseg  # noqa: F401  (torchvision guard before smp/torchvision)
+import roofseg.model  # noqa: F401  (the torchvision guard runs before timm/smp import)
 import safetensors.torch
 import segmentation_models_pytorch as smp
 import torchvision
 from huggingface_hub import constants
-from roofseg.weights import WeightsUnavailable, imagenet_state_dict, load_into_encoder, local_state_dict
+from roofseg.model.weights import WeightsUnavailable, imagenet_state_dict, load_into_encoder, local_state_dict
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +126,7 @@ def test_unreachable_hub_fails_fast(tmp_path):
 
 def test_stalled_probe_is_cut_off(tmp_path, monkeypatch):
     # a dead DNS resolver ignores socket timeouts; the probe's own deadline must end the wait
-    monkeypatch.setattr("roofseg.weights.get_hf_file_metadata", lambda *a, **k: time.sleep(5))
+    monkeypatch.setattr("roofseg.model.weights.get_hf_file_metadata", lambda *a, **k: time.sleep(5))
     t0 = time.monotonic()
     with pytest.raises(WeightsUnavailable, match="did not answer within 0.5 s"):
         imagenet_state_dict("resnet18", timeout=0.5, endpoint=f"http://127.0.0.1:{closed_port()}", cache_dir=tmp_path)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import runs
-from .config import RunConfig
+from roofseg.store import runs
+from roofseg.config import RunConfig
 
 TABLE = "results.parquet"
 _STAMPED = ("config.json", "status.json", "summary.json", "metrics.jsonl")

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 import segmentation_models_pytorch as smp
 
-from .config import ARCHS, ENCODERS, OPTIMIZERS, SCHEDULES, LOSSES, RunConfig, incompatible
+from roofseg import choices
+from roofseg.config import ARCHS, ENCODERS, SCHEDULES, RunConfig, incompatible
 
 
 class ModelError(ValueError):
@@ -22,7 +23,8 @@ def compatible_encoders(arch: str) -> list[str]:
     return [e for e in ENCODERS if not incompatible(arch, e)]
 
 
-def _create(arch: str, encoder: str, in_channels: int) -> torch.nn.Module:
+def create(arch: str, encoder: str, in_channels: int) -> torch.nn.Module:
+    """A 1-class smp model with random weights; a clear ModelError when the pair does not build."""
     if arch not in ARCHS:
         raise ModelError(f"unknown architecture {arch!r}; choose one of {ARCHS}")
     if encoder not in smp.encoders.get_encoder_names() and not encoder.startswith("tu-"):
@@ -41,14 +43,17 @@ def build_model(cfg: RunConfig, log=print) -> torch.nn.Module:
     pretrained = cfg.encoder_weights != "none"
     # Pretrained weights are for 3 channels: load them into an RGB model, then let smp widen the
     # first conv (it reuses the RGB filters for the extra channel) when the run uses alpha too.
-    model = _create(cfg.arch, cfg.encoder, 3 if pretrained else cfg.in_channels)
+    model = create(cfg.arch, cfg.encoder, 3 if pretrained else cfg.in_channels)
     if pretrained:
-        from . import weights
+        from roofseg.model import weights
         if cfg.encoder_weights == "imagenet":
             sd, source = weights.imagenet_state_dict(cfg.encoder), f"ImageNet weights for {cfg.encoder}"
         else:
             sd, source = weights.local_state_dict(cfg.encoder_weights), cfg.encoder_weights
         rep = weights.load_into_encoder(model.encoder, sd, source)
+        if cfg.encoder_weights == "imagenet" and rep["missing"]:  # never a half-random encoder
+            raise ModelError(f"{source}: {len(rep['missing'])} encoder tensors have no ImageNet weights "
+                             f"(e.g. {rep['missing'][0]}); refusing to train a half-initialised encoder")
         log(f"encoder weights: {rep['loaded']} tensors from {source}"
             + (f"; {len(rep['missing'])} encoder tensors left at random init" if rep["missing"] else ""))
         if cfg.in_channels != 3:
@@ -60,7 +65,8 @@ def build_model(cfg: RunConfig, log=print) -> torch.nn.Module:
 
 def init_from_run(model: torch.nn.Module, cfg: RunConfig, log=print) -> None:
     """Fine-tune: load the best weights of an earlier run (same arch, encoder and channels)."""
-    from .runs import checkpoint_paths, load_checkpoint
+    from roofseg.model.checkpoint import load_checkpoint
+    from roofseg.store.runs import checkpoint_paths
     paths = checkpoint_paths(Path(cfg.init_from))
     if not paths:
         raise ModelError(f"init_from={cfg.init_from}: no best*.pt weights in that run folder")
@@ -101,42 +107,20 @@ def set_train_mode(model: torch.nn.Module, cfg: RunConfig, epoch: int) -> None:
 
 
 def build_loss(name: str):
-    """Loss on (N, 1, H, W) logits and (N, 1, H, W) float 0/1 targets."""
-    L = smp.losses
-    bce = L.SoftBCEWithLogitsLoss()
-    simple = {
-        "bce": lambda: bce,
-        "dice": lambda: L.DiceLoss("binary", from_logits=True),
-        "jaccard": lambda: L.JaccardLoss("binary", from_logits=True),
-        "focal": lambda: L.FocalLoss("binary"),
-        "lovasz": lambda: L.LovaszLoss("binary", per_image=False),
-        # alpha < beta weighs false negatives more: missed roof costs more than extra roof
-        "tversky": lambda: L.TverskyLoss("binary", from_logits=True, alpha=0.3, beta=0.7),
-    }
-    if name in simple:
-        return simple[name]()
-    if name in ("bce_dice", "bce_logdice"):
-        dice = L.DiceLoss("binary", from_logits=True, log_loss=name == "bce_logdice")
-        return lambda logits, y: bce(logits, y) + dice(logits, y)
-    raise ModelError(f"unknown loss {name!r}; choose one of {LOSSES}")
+    """Loss on (N, 1, H, W) logits and (N, 1, H, W) float 0/1 targets (roofseg.choices.LOSSES)."""
+    return _choice(choices.LOSSES, name).build()
 
 
 def build_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
-    o, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
-    opt = {
-        "adam": lambda: torch.optim.Adam(params, lr=lr, weight_decay=wd),
-        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
-        # torch refuses Nesterov without momentum, and momentum=0 is a valid config
-        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                                       weight_decay=wd),
-        "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, weight_decay=wd),
-        "adagrad": lambda: torch.optim.Adagrad(params, lr=lr, weight_decay=wd),
-        "nadam": lambda: torch.optim.NAdam(params, lr=lr, weight_decay=wd),
-        "radam": lambda: torch.optim.RAdam(params, lr=lr, weight_decay=wd),
-    }
-    if o not in opt:
-        raise ModelError(f"unknown optimizer {o!r}; choose one of {OPTIMIZERS}")
-    return opt[o]()
+    """The optimizer cfg.optimizer names (roofseg.choices.OPTIMIZERS), over params or param groups."""
+    return _choice(choices.OPTIMIZERS, cfg.optimizer).build(cfg, params)
+
+
+def _choice(registry, name):
+    try:
+        return registry.get_choice(name)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
 
 
 def build_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int):

@@ -1,4 +1,5 @@
-"""The run store: one folder per run under runs/, written atomically, launched and cancelled by pid.
+"""The run store: one folder per run under runs/, written atomically; a run's process is told
+dead or alive by its recorded pid (roofseg.exec.control launches and cancels those processes).
 
 A run folder holds config.json, status.json (queued / running / done / failed / cancelled, pid,
 times, error; host and pid_start when the process is not `roofseg worker RUN_DIR`, such as a
@@ -13,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,15 +21,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
-from .config import RunConfig
+from roofseg.config import RunConfig
+from roofseg.store import pids
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 HOST = socket.gethostname()  # a run's pid means something only on the host that wrote it
 _ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,120}\Z")
-_children: dict[int, subprocess.Popen] = {}  # workers this process launched, reaped via poll()
 
 
 class RunError(ValueError):
@@ -59,33 +57,18 @@ def read_json(path, default=None):
         return default
 
 
-def save_checkpoint(path, obj: dict) -> None:
-    """torch.save to a temporary file, then rename: a crash or a full disk never leaves a
-    half-written best.pt, and the previous one stays as it was."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except OSError as e:  # disk full, folder read-only: say which file, and that nothing was lost
-        raise OSError(e.errno, f"could not write {path} ({e.strerror or e}); the previous "
-                               f"{path.name}, if any, is unchanged") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path) -> dict:
-    """Load with weights_only=True: a checkpoint can never run code on load."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RunError(f"{path}: not a readable roofseg checkpoint ({type(e).__name__}: {e})") from None
-
-
 def checkpoint_paths(run_dir) -> list[Path]:
     """best.pt, or best_fold0.pt, best_fold1.pt, ... in fold order."""
     ps = list(Path(run_dir).glob("best*.pt"))
     return sorted(ps, key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+
+
+def read_per_image(run_dir) -> list[dict]:
+    p = Path(run_dir) / "per_image.json"
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
 
 
 def append_metrics(run_dir, row: dict) -> None:
@@ -160,9 +143,20 @@ def create_run(cfg: RunConfig, runs_dir="runs") -> Path:
 
 
 def environment() -> dict:
+    """Versions and machine facts for env.json. Read from package metadata, so creating a run
+    imports no torch; CUDA and the torchvision guard are reported when torch is already loaded."""
     import platform
-    import segmentation_models_pytorch as smp
-    from . import __version__, _tvguard
+    from importlib.metadata import PackageNotFoundError, version
+
+    from roofseg import __version__
+
+    def ver(pkg):
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+    torch = sys.modules.get("torch")
+    guard = sys.modules.get("roofseg.model.tvguard")
     commit = None
     try:
         out = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=Path(__file__).parent,
@@ -171,48 +165,13 @@ def environment() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"roofseg": __version__, "git_commit": commit, "python": platform.python_version(),
-            "torch": torch.__version__, "smp": smp.__version__, "platform": platform.platform(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torchvision_guard": _tvguard.patched}
+            "torch": ver("torch"), "smp": ver("segmentation-models-pytorch"), "platform": platform.platform(),
+            "cuda": torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None,
+            "torchvision_guard": guard.patched if guard is not None else None}
 
 
 # ---------------------------------------------------------------------------------------------
 # status and liveness
-def process_start(pid: int) -> str | None:
-    """Start time (clock ticks after boot) of a live, non-zombie process, else None. With the pid
-    it names one process: a recycled pid has another start time."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
-def _alive(pid: int, run_dir: Path, start: str | None = None) -> bool:
-    """True when pid is a live (not zombie) process that belongs to this run: its recorded start
-    time matches (`start`, from status.json's pid_start), else its command line names the run."""
-    try:
-        if pid in _children and _children[pid].poll() is not None:  # reap our own finished worker
-            del _children[pid]
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # pid reuse and zombies: check the process is still this run's worker
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        if stat[0] == "Z":
-            return False
-        if start is not None:
-            return stat[19] == str(start)
-        return run_dir.name in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (FileNotFoundError, IndexError, PermissionError):
-        return True
-
-
 def set_status(run_dir, **fields) -> dict:
     st = read_json(Path(run_dir) / "status.json", {}) or {}
     if "pid" in fields and "pid_start" not in fields:
@@ -229,7 +188,7 @@ def status(run_dir) -> dict:
     if not isinstance(st, dict):  # missing, half-written or hand-edited into a non-object
         st = {"state": "failed", "error": "status.json missing or unreadable"}
     if (st.get("state") in ACTIVE and st.get("pid") and st.get("host", HOST) == HOST
-            and not _alive(int(st["pid"]), run_dir, st.get("pid_start"))):
+            and not pids.alive(st["pid"], st.get("pid_start"), cmdline_has=run_dir.name)):
         dead = dict(state="failed", ended=time.time(),
                     error=f"the training process (pid {st['pid']}) ended without finishing "
                           "(killed or crashed); metrics so far and log.txt are kept")
@@ -237,60 +196,6 @@ def status(run_dir) -> dict:
             st = set_status(run_dir, **dead)
         except OSError:  # read-only or full disk: report it all the same; recorded on a later call
             st = {**st, **dead}
-    return st
-
-
-# ---------------------------------------------------------------------------------------------
-# processes
-def launch(cfg: RunConfig, runs_dir="runs") -> Path:
-    """Create the run and start its worker in a new process session; returns at once."""
-    d = create_run(cfg, runs_dir)
-    log = open(d / "log.txt", "ab")
-    # the worker must import this very roofseg, whatever the caller's working directory
-    pkg_root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([pkg_root, *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.Popen([sys.executable, "-m", "roofseg", "worker", str(d.resolve())],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=env, cwd=os.getcwd())
-    log.close()
-    _children[proc.pid] = proc
-    set_status(d, pid=proc.pid)
-    return d
-
-
-def _signal(pid: int, sig) -> None:
-    """Signal a run's process group when it leads one (runs.launch starts workers in their own
-    session); else only the process: a CLI run started from a script shares the script's group."""
-    if os.getpgid(pid) == pid:
-        os.killpg(pid, sig)
-    else:
-        os.kill(pid, sig)
-
-
-def cancel(run_dir, grace: float = 5.0) -> dict:
-    """Stop a queued or running run: SIGTERM to its process group, SIGKILL after `grace` s."""
-    run_dir = Path(run_dir)
-    st = status(run_dir)
-    if st.get("state") not in ACTIVE:
-        return st
-    pid = st.get("pid") if st.get("host", HOST) == HOST else None  # elsewhere: the file says it
-    start = st.get("pid_start")
-    if pid and _alive(int(pid), run_dir, start):
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
-            try:
-                _signal(int(pid), sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            end = time.time() + wait
-            while time.time() < end and _alive(int(pid), run_dir, start):
-                time.sleep(0.05)
-            if not _alive(int(pid), run_dir, start):
-                break
-    st = read_json(run_dir / "status.json", {})
-    st = st if isinstance(st, dict) else {}
-    if st.get("state") in ACTIVE or st.get("state") == "failed":
-        st = set_status(run_dir, state="cancelled", ended=time.time(), error="cancelled by the user")
     return st
 
 

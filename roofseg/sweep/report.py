@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .sweep import SweepSpec
+from roofseg.sweep.study import SweepSpec
 
 
 def complete(frame: pd.DataFrame) -> pd.DataFrame:
@@ -151,7 +151,7 @@ def overview(name: str, runs_dir="runs", scientific: str | None = None, top: int
     """Everything the Sweeps page shows, in one call: spec, frame, progress, best (top trials),
     outcome, effects, isolation (for `scientific`, default the first varied field), parallel,
     warnings."""
-    from . import sweep
+    from roofseg.sweep import study as sweep
     spec = sweep.load_spec(name, runs_dir)
     frame = sweep.trials_frame(name, runs_dir)
     scientific = scientific if scientific in spec.space else next(iter(spec.space))

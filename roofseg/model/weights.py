@@ -114,6 +114,17 @@ def availability(encoder: str, cache_dir=None) -> str:
         return "internet"
 
 
+AVAILABILITY = {"installed": "ImageNet weights installed (offline)",
+                "cached": "ImageNet weights in the Hugging Face cache (offline)",
+                "internet": "ImageNet weights need the internet (Hugging Face hub)",
+                "none": "no ImageNet weights"}
+
+
+def availability_notes(encoders) -> dict[str, str]:
+    """{encoder: one of AVAILABILITY's phrases}, for the Train form and --help."""
+    return {e: AVAILABILITY[availability(e)] for e in encoders}
+
+
 def packaged_state_dict(encoder: str, path=None) -> dict[str, torch.Tensor]:
     """The packaged EfficientNet-PyTorch file for `encoder`, converted to smp's encoder keys."""
     path = Path(path or packaged_file(encoder) or "")

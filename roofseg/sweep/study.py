@@ -23,17 +23,14 @@ How it behaves:
   the RUNNING trials of dead workers on its host (pid + start time); with a database, workers
   also send optuna heartbeats, so trials of dead workers on other hosts fail after 90 s.
 
-This module defines, starts, stops and reads sweeps; the worker loop is sweep_worker.py, and what
-the trials say (isolation, edge warnings, ...) is sweep_report.py, and the spec itself sweep_spec.py.
+This module defines, starts, stops and reads sweeps; the worker loop is worker.py, the trial
+bookkeeping both share (ask lock, reaping, retries, budget) trials.py, what the trials say
+(isolation, edge warnings, ...) report.py, and the spec itself spec.py. Worker processes are
+started and stopped through roofseg.exec.process, like runs.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import warnings
 from dataclasses import replace
@@ -42,11 +39,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import runs
-from .config import ConfigError, RunConfig, incompatible
-# the spec lives in sweep_spec.py; its names stay importable from here
-from .sweep_spec import (DEFAULT_SPACE, DIRECTIONS, HEARTBEAT_S, METRICS, NEVER_VARIED,  # noqa: F401
-                         PRUNERS, SAMPLERS, SweepError, SweepSpec, _NAME_RE)
+from roofseg.config import ConfigError, RunConfig, incompatible
+from roofseg.exec import process
+from roofseg.store import pids, runs
+# the spec lives in spec.py and the trial bookkeeping in trials.py; their names stay importable here
+from roofseg.sweep.spec import (DEFAULT_SPACE, DIRECTIONS, HEARTBEAT_S, METRICS, NAME_RE,  # noqa: F401
+                                NEVER_VARIED, PRUNERS, SAMPLERS, SweepError, SweepSpec)
+from roofseg.sweep.trials import ask_lock, counted_trials, is_interrupted, reap
 
 
 def default_name() -> str:
@@ -54,7 +53,7 @@ def default_name() -> str:
 
 
 def sweep_dir(runs_dir, name: str) -> Path:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise SweepError(f"{name!r} is not a valid sweep name (letters, digits, '.', '_', '-')")
     return Path(runs_dir) / "sweeps" / name
 
@@ -159,7 +158,7 @@ def make_pruner(spec: SweepSpec):
 def create_sweep(spec: SweepSpec, runs_dir="runs", storage: str | None = None) -> Path:
     """Check the spec against its data and smp, make runs/sweeps/<name>/ and the study."""
     import optuna
-    from .train import preflight
+    from roofseg.engine.train import preflight
     spec = replace(spec, storage=storage or spec.storage, created=time.time()).validate()
     preflight(_extreme_config(spec))
     d = sweep_dir(runs_dir, spec.name)
@@ -217,22 +216,16 @@ def launch_workers(name: str, runs_dir="runs", n_workers: int = 1, storage: str 
     load_spec(name, runs_dir)
     d = sweep_dir(runs_dir, name)
     (d / "STOP").unlink(missing_ok=True)
-    pkg_root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([pkg_root, *filter(None, [os.environ.get("PYTHONPATH")])]))
     first = len(workers(name, runs_dir))  # indices (and so sampler seeds) differ from live workers'
-    pids = []
+    started = []
     for i in range(first, first + max(1, int(n_workers))):
-        cmd = [sys.executable, "-m", "roofseg", "sweep-worker", name, "--runs-dir",
-               str(Path(runs_dir).resolve()), "--worker-index", str(i)]
-        cmd += ["--storage", storage] if storage else []  # else sweep.json's: no password in `ps`
-        cmd += [] if wait_for_slot else ["--no-wait"]
-        with open(d / f"worker-{i}.log", "ab") as log:
-            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True, env=env, cwd=os.getcwd())
-        register_worker(d, p.pid, i)
-        pids.append(p.pid)
-    return pids
+        args = ["sweep-worker", name, "--runs-dir", str(Path(runs_dir).resolve()), "--worker-index", str(i)]
+        args += ["--storage", storage] if storage else []  # else sweep.json's: no password in `ps`
+        args += [] if wait_for_slot else ["--no-wait"]
+        pid = process.spawn(args, d / f"worker-{i}.log")
+        register_worker(d, pid, i)
+        started.append(pid)
+    return started
 
 
 def enqueue(name: str, runs_dir="runs", params: dict | None = None) -> None:
@@ -243,13 +236,6 @@ def enqueue(name: str, runs_dir="runs", params: dict | None = None) -> None:
     if missing:
         raise SweepError(f"enqueue: give every varied field; missing {missing}")
     open_study(spec, runs_dir).enqueue_trial(dict(params))
-
-
-def run_worker(name: str, runs_dir="runs", storage: str | None = None, n_trials: int | None = None,
-               **kw) -> list[int]:
-    """Run trials of the sweep in this process until its budget is reached (sweep_worker.run_worker)."""
-    from .sweep_worker import run_worker
-    return run_worker(name, runs_dir, storage, n_trials, **kw)
 
 
 def resume(name: str, runs_dir="runs") -> None:
@@ -263,19 +249,9 @@ def resume(name: str, runs_dir="runs") -> None:
 def register_worker(d: Path, pid: int, index: int) -> Path:
     (d / "workers").mkdir(exist_ok=True)
     p = d / "workers" / f"{runs.HOST}-{pid}.json"
-    runs.write_json(p, {"host": runs.HOST, "pid": pid, "start": runs.process_start(pid),
+    runs.write_json(p, {"host": runs.HOST, "pid": pid, "start": pids.process_start(pid),
                         "index": index, "since": time.time()})
     return p
-
-
-def pid_alive(pid, start) -> bool:
-    """pid (on this host) is the live process that started at `start`."""
-    if not pid:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(int(pid), os.WNOHANG)  # reap it if it is our own finished child
-    now = runs.process_start(int(pid))
-    return now is not None and (start is None or now == str(start))
 
 
 def workers(name: str, runs_dir="runs") -> list[dict]:
@@ -286,7 +262,7 @@ def workers(name: str, runs_dir="runs") -> list[dict]:
         w = runs.read_json(p)
         if not isinstance(w, dict):
             continue
-        if w.get("host") == runs.HOST and not pid_alive(w.get("pid"), w.get("start")):
+        if w.get("host") == runs.HOST and not process.alive(w.get("pid"), w.get("start")):
             p.unlink(missing_ok=True)
             continue
         out.append(w)
@@ -298,43 +274,19 @@ def cancel_sweep(name: str, runs_dir="runs", grace: float = 10.0) -> dict:
     SIGTERM then SIGKILL to the local ones, and their unfinished trials failed as interrupted
     (re-run on resume). Returns {"stopped": pids, "elsewhere": n, "interrupted": trial numbers}."""
     from optuna.trial import TrialState
-    from .sweep_worker import _ask_lock, _reap
     spec = load_spec(name, runs_dir)
     d = sweep_dir(runs_dir, name)
     study = open_study(spec, runs_dir)
     running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
     (d / "STOP").write_text(f"cancelled at {time.ctime()}\n")
     local = [w for w in workers(name, runs_dir) if w.get("host") == runs.HOST]
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 3.0)):
-        live = [w for w in local if pid_alive(w["pid"], w.get("start"))]
-        for w in live:
-            try:
-                os.killpg(int(w["pid"]), sig)  # background workers lead their own session
-            except (ProcessLookupError, PermissionError):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(w["pid"]), sig)  # a foreground `roofseg sweep` does not
-        end = time.time() + wait
-        while time.time() < end and any(pid_alive(w["pid"], w.get("start")) for w in live):
-            time.sleep(0.1)
-    with _ask_lock(spec, runs_dir):  # trials of workers that died before telling theirs
-        _reap(study, spec, runs_dir, run_state="cancelled", why=f"sweep {name} cancelled")
+    starts = {int(w["pid"]): w.get("start") for w in local}  # a recycled pid is never signalled
+    process.terminate(list(starts), lambda p: process.alive(p, starts[p]), grace, kill_wait=3.0)
+    with ask_lock(spec, study_storage(spec, runs_dir), d):  # trials of workers that died before telling theirs
+        reap(study, spec, runs_dir, run_state="cancelled", why=f"sweep {name} cancelled")
     trials = study.get_trials(deepcopy=False)
     return {"stopped": [w["pid"] for w in local], "elsewhere": len(workers(name, runs_dir)),
             "interrupted": [n for n in running if is_interrupted(trials[n])]}
-
-
-def is_interrupted(t) -> bool:
-    """A failed trial that says nothing about its params: its worker was killed or stopped (a
-    trial failed by optuna's heartbeat check carries no reason of ours)."""
-    from optuna.trial import TrialState
-    return t.state == TrialState.FAIL and (t.user_attrs.get("interrupted")
-                                           or "fail_reason" not in t.user_attrs)
-
-
-def counted_trials(study) -> int:
-    from optuna.trial import TrialState
-    return sum(t.state != TrialState.WAITING and not is_interrupted(t)
-               for t in study.get_trials(deepcopy=False))
 
 
 def _stale_callback(runs_dir: Path):

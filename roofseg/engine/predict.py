@@ -5,6 +5,7 @@ unlabeled images with the mean probability of all fold models.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tempfile
@@ -15,16 +16,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import augment, data, metrics, runs
-from .config import RunConfig
+from roofseg.engine import augment
+from roofseg.data import dataset as data
+from roofseg.model import metrics
+from roofseg.model import checkpoint
+from roofseg.store import runs
+from roofseg.config import RunConfig
 
 
 def load_model(path, device="cpu") -> tuple[torch.nn.Module, RunConfig]:
     """Rebuild a model from a checkpoint's own config (no weight download) and load its weights."""
-    from .models import _create
-    ck = runs.load_checkpoint(path)
+    from roofseg.model.factory import create
+    ck = checkpoint.load_checkpoint(path)
     cfg = RunConfig.from_saved(ck["config"], source=str(path))
-    model = _create(cfg.arch, cfg.encoder, cfg.in_channels)
+    model = create(cfg.arch, cfg.encoder, cfg.in_channels)
     model.load_state_dict(ck["state_dict"])
     return model.to(device).eval(), cfg
 
@@ -189,6 +194,47 @@ def decode_uploads(files: dict[str, bytes]) -> dict[str, np.ndarray]:
     return out
 
 
+SAVED_PROBS = "predictions/test_prob.npz"       # float32 probabilities of the unlabeled images
+SAVED_INPUTS = "predictions/test_inputs.json"   # {"tta": bool, "images": {name: image_key}}
+
+
+def image_key(img: np.ndarray) -> str:
+    """Content identity of a decoded image (shape and pixels), independent of its file name."""
+    h = hashlib.sha256(repr((img.shape, str(img.dtype))).encode())
+    h.update(np.ascontiguousarray(img).tobytes())
+    return h.hexdigest()
+
+
+def saved_predictions(run_dir, images: dict[str, np.ndarray], tta: bool = False) -> dict[str, np.ndarray]:
+    """The probabilities the run already computed for any of `images` ({name: (H, W, C) uint8}):
+    matched by content (image_key), so a renamed copy is reused and a changed file is not, and
+    only when they were made with the same `tta` setting."""
+    run_dir = Path(run_dir)
+    meta = runs.read_json(run_dir / SAVED_INPUTS)
+    if not isinstance(meta, dict) or bool(meta.get("tta")) != bool(tta):
+        return {}
+    by_key = {k: name for name, k in (meta.get("images") or {}).items()}
+    wanted = {name: by_key.get(image_key(img)) for name, img in images.items()}
+    if not any(wanted.values()):
+        return {}
+    try:
+        with np.load(run_dir / SAVED_PROBS) as z:
+            return {name: z[src].astype(np.float32) for name, src in wanted.items()
+                    if src is not None and src in z.files and z[src].shape == images[name].shape[:2]}
+    except (OSError, ValueError, KeyError):  # missing or damaged: recompute instead
+        return {}
+
+
+def predict_or_reuse(run_dir, images: dict[str, np.ndarray], device="cpu",
+                     tta: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
+    """({name: (H, W) float32 probability}, names reused from the run folder). Only images the run
+    has not predicted (uploads, changed files, another TTA setting) load its models and run them."""
+    reused = saved_predictions(run_dir, images, tta)
+    rest = {n: img for n, img in images.items() if n not in reused}
+    computed = predict_images(run_dir, rest, device, tta) if rest else {}
+    return {n: reused[n] if n in reused else computed[n] for n in images}, list(reused)
+
+
 def predict_images(run_dir, images: dict[str, np.ndarray], device="cpu", tta: bool = False) -> dict[str, np.ndarray]:
     """{name: (H, W, 3|4) uint8} -> {name: (H, W) float32 probability}, each at its own size."""
     models, cfg = load_run_models(run_dir, device)
@@ -239,21 +285,21 @@ def write_predictions(run_dir, d, splits, models, cfg: RunConfig, device) -> tup
         oof.update(tune_threshold(oof_p, oof_y, oof_f))
     if len(d.test_names):
         probs = predict_probs(models, d.test_images, cfg.in_channels, device, stats=norm, tta=cfg.tta)
+        saved = {}
         for name, p in zip(d.test_names, probs):
-            p = resize_prob(p, d.orig_sizes[name])
+            p = saved[name] = resize_prob(p, d.orig_sizes[name])
             _write(run_dir / "predictions" / "test" / f"{name}.png", mask_png(p, cfg.threshold))
             _write(run_dir / "predictions" / "test_prob" / f"{name}.png", prob_png(p))
+        # kept at full precision with the inputs' content keys, so Predict can reuse them
+        np.savez_compressed(run_dir / SAVED_PROBS, **saved)
+        keys = {}
+        for name, path in data.find_pairs(cfg.data)[1]:
+            if name in saved:  # only what was predicted: files load_dataset skipped are not re-read
+                keys[name] = image_key(data.load_image(path))
+        runs.write_json(run_dir / SAVED_INPUTS, {"tta": cfg.tta, "images": keys})
     runs.write_json(run_dir / "per_image.json", rows)
     return rows, oof
 
 
 def _write(path: Path, b: bytes) -> None:
     path.write_bytes(b)
-
-
-def read_per_image(run_dir) -> list[dict]:
-    p = Path(run_dir) / "per_image.json"
-    try:
-        return json.loads(p.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []

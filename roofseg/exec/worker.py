@@ -1,6 +1,6 @@
 """The process that executes one run folder: waits for a free slot, trains, records the outcome.
 
-`python -m roofseg worker RUN_DIR` runs this (runs.launch starts it). Slots are lock files under
+`python -m roofseg worker RUN_DIR` runs this (exec.control.launch starts it). Slots are lock files under
 runs/.slots: the OS releases a lock when its process dies, so a killed run never blocks the queue.
 ROOFSEG_SLOTS (default 1: on a CPU one run at a time is fastest overall) sets how many train at once.
 """
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import time
 import traceback
 from pathlib import Path
 
-from . import runs
-from .config import ConfigError, RunConfig
+from roofseg.config import ConfigError, RunConfig
+from roofseg.exec import process
+from roofseg.store import pids, runs
 
 
 class Cancelled(Exception):
@@ -47,9 +47,22 @@ def execute(run_dir, hook=None, wait_for_slot: bool = True) -> dict:
     Never raises for training errors: they become state 'failed' with the message in status.json
     and the traceback in log.txt, so the app can show them.
     """
-    from .results import rebuild
     run_dir = Path(run_dir)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGTERM (a cancel) becomes Cancelled while the run executes; the caller's handler (a sweep
+    # worker's, or the default) is back once it ends
+    with process.sigterm_handler(_on_sigterm):
+        st = _execute(run_dir, hook, wait_for_slot)
+    from roofseg.store.results import rebuild
+    try:
+        rebuild(run_dir.parent)
+    except Exception as e:  # the table is derived; a failure here must not change the run's state
+        with open(run_dir / "log.txt", "a") as f:
+            f.write(f"results table not rebuilt: {e}\n")
+    return st
+
+
+def _execute(run_dir: Path, hook, wait_for_slot: bool) -> dict:
+    """execute's body, run while SIGTERM means Cancelled: the run from queued to its end state."""
     log_f = open(run_dir / "log.txt", "a", buffering=1)
 
     def log(msg: str) -> None:
@@ -57,7 +70,7 @@ def execute(run_dir, hook=None, wait_for_slot: bool = True) -> dict:
 
     # pid_start: the CLI trains in its own process, whose command line does not name the run, so
     # runs.status() must recognise this process by its start time instead
-    me = {"pid": os.getpid(), "pid_start": runs.process_start(os.getpid()), "host": runs.HOST}
+    me = {"pid": os.getpid(), "pid_start": pids.process_start(os.getpid()), "host": runs.HOST}
     runs.set_status(run_dir, state="queued", **me)
     slot = None
     try:
@@ -66,7 +79,7 @@ def execute(run_dir, hook=None, wait_for_slot: bool = True) -> dict:
             slot = acquire_slot(run_dir.parent)
         runs.set_status(run_dir, state="running", started=time.time(), **me)
         log(f"run {run_dir.name} started (pid {os.getpid()})")
-        from .train import fit
+        from roofseg.engine.train import fit
         fit(cfg, run_dir, hook=hook, log=log)
         st = runs.set_status(run_dir, state="done", ended=time.time())
         log("done")
@@ -82,13 +95,7 @@ def execute(run_dir, hook=None, wait_for_slot: bool = True) -> dict:
         log_f.write(traceback.format_exc())
         log(f"failed: {type(e).__name__}: {msg}")
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if slot is not None:
             slot.close()
         log_f.close()
-    try:
-        rebuild(run_dir.parent)
-    except Exception as e:  # the table is derived; a failure here must not change the run's state
-        with open(run_dir / "log.txt", "a") as f:
-            f.write(f"results table not rebuilt: {e}\n")
     return st

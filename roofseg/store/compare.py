@@ -12,9 +12,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import data, overlay, progress, runs
-from .config import RunConfig
-from .predict import read_per_image
+from roofseg.data import dataset as data
+from roofseg.data import overlay
+from roofseg.store import progress
+from roofseg.store import runs
+from roofseg.config import RunConfig
+from roofseg.store.runs import read_per_image
 
 # Final metrics shown side by side: column -> True when higher is better. The first three are
 # micro-averaged over the validation pixels, dice_img is the per-image mean (see metrics.py).

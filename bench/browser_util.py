@@ -101,10 +101,11 @@ class AppServer:
 
 
 def cancel_active(runs_dir: Path) -> None:
-    from roofseg import runs
+    from roofseg.exec import control
+    from roofseg.store import runs
     for d in runs.list_runs(runs_dir):
         if runs.status(d).get("state") in runs.ACTIVE:
-            runs.cancel(d, grace=2.0)
+            control.cancel(d, grace=2.0)
 
 
 @contextlib.contextmanager
@@ -136,6 +137,18 @@ def wait_app_idle(page, timeout: float = 60_000) -> None:
     widget only a moment after a run starts; wait for the expected content as well)."""
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+
+
+# app.py draws its navigation as page links in the sidebar (Streamlit's own sidebar navigation is
+# turned off, so pages/'s file names are never listed)
+NAV_LINKS = "[data-testid='stSidebar'] [data-testid='stPageLink'] a"
+STREAMLIT_NAV = "[data-testid='stSidebarNav']"  # Streamlit's own list: must never appear
+PAGE_FILES = ("app", "common", "compare", "data", "predict", "runs", "sweeps", "train")
+
+
+def nav_labels(page) -> list[str]:
+    """The sidebar's page links, icons left out (a Material icon renders as its name's text)."""
+    return [t.split()[-1] for t in page.locator(NAV_LINKS).all_inner_texts()]
 
 
 def open_page(page, url: str, ready_text: str, timeout: float = 60_000) -> None:

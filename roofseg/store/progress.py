@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import runs
+from roofseg.store import runs
 
 FINISHED = ("done", "failed", "cancelled")
 # metrics.jsonl columns that are bookkeeping, not curves

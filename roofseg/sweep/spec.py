@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .config import ConfigError, RunConfig
+from roofseg.config import ConfigError, RunConfig
 
 SAMPLERS = ("tpe", "random", "qmc", "grid")
 PRUNERS = ("none", "median", "halving")
@@ -23,7 +23,8 @@ DEFAULT_SPACE = {"arch": {"choices": ["Unet", "FPN"]},
                  "lr": {"low": 1e-4, "high": 3e-3, "log": True},
                  "augment": {"choices": ["light", "strong"]}}
 HEARTBEAT_S = 30
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# a sweep name is also its folder and its study name, so it must be a safe file name
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _FIELD_TYPES = {f.name: str(f.type) for f in fields(RunConfig)}
 
 
@@ -65,7 +66,7 @@ class SweepSpec:
         """Check everything; returns a copy with the base made complete and choices coerced."""
         def bad(msg):
             raise ConfigError(f"sweep {self.name!r}: {msg}")
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
             bad("the name must be 1-80 letters, digits, '.', '_' or '-'")
         base = RunConfig.from_dict(dict(self.base), "sweep base config").validate("sweep base config")
         if not isinstance(self.space, dict) or not self.space:

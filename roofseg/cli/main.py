@@ -6,43 +6,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from . import sweep_cli
-from .config import ARCHS, AUGMENTS, CHANNELS, DEVICES, LOSSES, OPTIMIZERS, SCHEDULES, RunConfig, field_help
-
-_CHOICES = {"arch": ARCHS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-            "augment": AUGMENTS, "in_channels": CHANNELS, "device": DEVICES}
-
-
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    helps, defaults = field_help(), RunConfig()
-    g = p.add_argument_group("run config (every field of RunConfig; defaults in brackets)")
-    for f in fields(RunConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kw = {"dest": f.name, "default": None, "help": f"{helps.get(f.name, '')} [{getattr(defaults, f.name)}]"}
-        if f.name in _CHOICES:
-            kw["choices"] = _CHOICES[f.name]
-        kw["type"] = {"int": int, "float": float}.get(str(f.type), str)
-        if str(f.type) == "bool":
-            kw.pop("type")
-            kw["action"] = argparse.BooleanOptionalAction
-        g.add_argument(flag, **kw)
-
-
-def config_from_args(a) -> RunConfig:
-    # validate only after the flags are applied: a flag may fix a value the file has wrong
-    base = RunConfig.load(a.config, validate=False).to_dict() if a.config else RunConfig().to_dict()
-    for f in fields(RunConfig):
-        v = getattr(a, f.name, None)
-        if v is not None:
-            base[f.name] = v
-    return RunConfig.from_dict(base, source=a.config or "command line").validate(source=a.config or "command line")
-
+from roofseg.cli import compare as compare_cli
+from roofseg.cli import sweep as sweep_cli
+from roofseg.cli.flags import add_config_flags, config_from_args
 
 def cmd_train(a) -> int:
-    from . import train
+    from roofseg.engine import train
     cfg = config_from_args(a)
     train.preflight(cfg)
     if a.seeds < 1:
@@ -54,9 +25,10 @@ def cmd_train(a) -> int:
 
 
 def _train_one(cfg, a) -> int:
-    from . import runs, worker
+    from roofseg.exec import control, worker
+    from roofseg.store import runs
     if a.background:
-        d = runs.launch(cfg, a.runs_dir)
+        d = control.launch(cfg, a.runs_dir)
         print(d)
         return 0
     d = runs.create_run(cfg, a.runs_dir)
@@ -81,7 +53,9 @@ def _train_one(cfg, a) -> int:
 
 def cmd_predict(a) -> int:
     import numpy as np
-    from . import data, predict, runs
+    from roofseg.data import dataset as data
+    from roofseg.engine import predict
+    from roofseg.store import runs
     run_dir = runs.resolve(a.runs_dir, a.run)
     src = Path(a.images)
     files = sorted(p for p in src.iterdir() if p.suffix.lower() in data.IMAGE_EXTS) if src.is_dir() else []
@@ -92,19 +66,23 @@ def cmd_predict(a) -> int:
     if clash and not a.overwrite:
         raise FileExistsError(f"{out} already has {clash[:3]}{'...' if len(clash) > 3 else ''}; "
                               "pass --overwrite or choose another --out")
-    threshold = a.threshold if a.threshold is not None else runs.read_json(run_dir / "config.json")["threshold"]
-    probs = predict.predict_images(run_dir, {f.stem: data.load_image(f) for f in files})
+    tuned = (runs.read_json(run_dir / "summary.json", {}) or {}).get("threshold_oof")
+    threshold = (a.threshold if a.threshold is not None else tuned if tuned is not None
+                 else runs.read_json(run_dir / "config.json")["threshold"])
+    probs, reused = predict.predict_or_reuse(run_dir, {f.stem: data.load_image(f) for f in files}, tta=a.tta)
+    if reused:
+        print(f"{len(reused)} of {len(probs)} image(s) were predicted by the run already: read from {run_dir}")
     out.mkdir(parents=True, exist_ok=True)
     for name, p in probs.items():
         (out / f"{name}.png").write_bytes(predict.mask_png(p, threshold))
         if a.probs:
             (out / f"{name}_prob.png").write_bytes(predict.prob_png(p))
-        print(f"{out / (name + '.png')}  roof {float(np.mean(p > threshold)):.1%}")
+        print(f"{out / (name + '.png')}  roof {float(np.mean(p >= threshold)):.1%}")
     return 0
 
 
 def cmd_runs(a) -> int:
-    from . import results
+    from roofseg.store import results
     df, warning = results.load(a.runs_dir)
     if warning:
         print("warning:", warning, file=sys.stderr)
@@ -120,33 +98,34 @@ def cmd_runs(a) -> int:
 
 
 def cmd_cancel(a) -> int:
-    from . import runs
-    st = runs.cancel(runs.resolve(a.runs_dir, a.run))
+    from roofseg.exec import control
+    from roofseg.store import runs
+    st = control.cancel(runs.resolve(a.runs_dir, a.run))
     print(st["state"])
     return 0
 
 
 def cmd_data(a) -> int:
-    from . import data
+    from roofseg.data import dataset as data
     if a.data_cmd == "demo":
-        from .demo import make_demo
+        from roofseg.data.demo import make_demo
         print(make_demo(a.dir, n_images=a.n_images, n_labels=a.n_labels, size=a.size, seed=a.seed))
     elif a.data_cmd == "check":
         rep = data.check_dataset(a.dir)
         print("\n".join(rep.lines()))
         return 0 if rep.ok else 1
     elif a.data_cmd == "fetch-dida":
-        from .fetch import DIDA_URL, fetch_dida
+        from roofseg.data.fetch import DIDA_URL, fetch_dida
         print(fetch_dida(a.dir, url=a.url or DIDA_URL))
     return 0
 
 
 def cmd_worker(a) -> int:
-    from .worker import execute
+    from roofseg.exec.worker import execute
     return 0 if execute(a.run_dir)["state"] == "done" else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(weights_notes: dict[str, str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m roofseg", description="Roof segmentation experiments.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -158,13 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train N runs with seeds seed, seed+1, ... (one after another; with "
                         "--background all are launched and queue for the training slots)")
     t.add_argument("--no-wait", action="store_true", help="do not wait for a free training slot")
-    _add_config_flags(t)
+    add_config_flags(t, weights_notes)
     pr = sub.add_parser("predict", help="predict masks for a folder of images with a finished run")
     pr.add_argument("run", help="run id (folder name under --runs-dir) or run folder")
     pr.add_argument("--images", required=True, help="folder of images")
     pr.add_argument("--out", required=True, help="folder for <name>.png masks (0/255, input size)")
     pr.add_argument("--runs-dir", default="runs")
-    pr.add_argument("--threshold", type=float, help="probability threshold [the run's]")
+    pr.add_argument("--threshold", type=float,
+                    help="probability threshold [the one the run tuned on its out-of-fold predictions "
+                         "(k-fold runs), else the run's threshold]")
+    pr.add_argument("--tta", action="store_true",
+                    help="test-time augmentation: average the 8 flips and rotations (8x slower)")
     pr.add_argument("--probs", action="store_true", help="also write <name>_prob.png probability maps")
     pr.add_argument("--overwrite", action="store_true", help="replace existing masks in --out")
     r = sub.add_parser("runs", help="the results table (rebuilt from the run folders)")
@@ -186,19 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
     df = dsub.add_parser("fetch-dida", help="download and extract the public DIDA archive")
     df.add_argument("dir")
     df.add_argument("--url", help="archive URL (default: dida.do's)")
-    w = sub.add_parser("worker")  # internal: runs.launch starts this
+    w = sub.add_parser("worker")  # internal: exec.control.launch starts this
     w.add_argument("run_dir")
     sweep_cli.add_parsers(sub)  # sweep, sweep-worker
+    compare_cli.add_parser(sub)  # compare
     return p
 
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "runs": cmd_runs, "cancel": cmd_cancel,
-            "data": cmd_data, "worker": cmd_worker,
+            "data": cmd_data, "worker": cmd_worker, "compare": compare_cli.cmd_compare,
             "sweep": sweep_cli.cmd_sweep, "sweep-worker": sweep_cli.cmd_sweep_worker}
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    notes = None
+    if argv[:1] == ["train"] and ("-h" in argv or "--help" in argv):
+        # only now: where each encoder's ImageNet weights are costs an smp (torch) import
+        from roofseg.config import ENCODERS
+        from roofseg.model.weights import availability_notes
+        notes = availability_notes(ENCODERS)
+    a = build_parser(notes).parse_args(argv)
     try:
         return COMMANDS[a.cmd](a)
     except KeyboardInterrupt:

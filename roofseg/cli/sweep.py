@@ -18,14 +18,14 @@ Without --space the search varies arch [Unet, FPN], loss [bce_dice, dice, focal]
 
 def add_parsers(sub) -> None:
     """The `sweep` and `sweep-worker` subcommands (called by cli.build_parser)."""
-    from .cli import _add_config_flags
-    from .sweep import METRICS, PRUNERS, SAMPLERS
+    from roofseg.cli.flags import add_config_flags
+    from roofseg.sweep.study import METRICS, PRUNERS, SAMPLERS
     s = sub.add_parser("sweep", help="hyperparameter sweep: each trial is a run folder",
                        description=SWEEP_HELP, conflict_handler="resolve",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", help="JSON file of fixed config fields; flags override it")
     s.add_argument("--runs-dir", default="runs")
-    _add_config_flags(s)
+    add_config_flags(s)
     g = s.add_argument_group("sweep")
     g.add_argument("--name", help="sweep name [sweep-<date>-<time>] (replaces the run-name flag)")
     g.add_argument("--sweep", dest="_no_sweep_tag", help=argparse.SUPPRESS)  # the tag is --name
@@ -65,7 +65,7 @@ def _quiet_optuna() -> None:
 
 
 def cmd_sweep(a) -> int:
-    from . import sweep
+    from roofseg.sweep import study as sweep
     _quiet_optuna()
     if a.cancel:
         r = sweep.cancel_sweep(a.cancel, a.runs_dir)
@@ -98,8 +98,9 @@ def cmd_sweep(a) -> int:
             return 0
         _follow(name, a.runs_dir, a.storage)
     else:
+        from roofseg.sweep.worker import run_worker
         sweep.resume(name, a.runs_dir)
-        sweep.run_worker(name, a.runs_dir, a.storage, wait_for_slot=not a.no_wait, hook=_printer())
+        run_worker(name, a.runs_dir, a.storage, wait_for_slot=not a.no_wait, hook=_printer())
     return print_summary(name, a.runs_dir, a.storage)
 
 
@@ -107,9 +108,9 @@ def spec_from_args(a):
     """A SweepSpec from the flags: the fixed config from --config and config flags; the space
     from --space, else the default space minus the fields fixed by a flag."""
     from dataclasses import fields
-    from .cli import config_from_args
-    from .config import RunConfig
-    from .sweep import DEFAULT_SPACE, SweepSpec, default_name
+    from roofseg.cli.flags import config_from_args
+    from roofseg.config import RunConfig
+    from roofseg.sweep.study import DEFAULT_SPACE, SweepSpec, default_name
     if a.space:
         try:
             space = json.loads(Path(a.space).read_text())
@@ -144,7 +145,7 @@ def _trial_line(r: dict) -> str:
 
 def _follow(name, runs_dir, storage) -> None:
     """Wait for the background workers, printing each trial as it ends; Ctrl-C leaves them running."""
-    from . import sweep
+    from roofseg.sweep import study as sweep
     seen: set[int] = set()
     try:
         while True:
@@ -164,7 +165,8 @@ def _follow(name, runs_dir, storage) -> None:
 def print_summary(name, runs_dir, storage=None) -> int:
     """The trials table, the best trial, outcome fractions and edge warnings; exit status 0 when
     at least one trial completed."""
-    from . import sweep, sweep_report
+    from roofseg.sweep import study as sweep
+    from roofseg.sweep import report as sweep_report
     spec = sweep.load_spec(name, runs_dir)
     frame = sweep.trials_frame(name, runs_dir, storage)
     cols = ["trial", "state", "value", *spec.space, "seconds", "run_id", "reason"]
@@ -187,8 +189,8 @@ def print_summary(name, runs_dir, storage=None) -> int:
 
 
 def cmd_sweep_worker(a) -> int:
-    from . import sweep
+    from roofseg.sweep.worker import run_worker
     _quiet_optuna()
-    sweep.run_worker(a.name, a.runs_dir, a.storage, a.n_trials, worker_index=a.worker_index,
-                     wait_for_slot=not a.no_wait, hook=_printer())
+    run_worker(a.name, a.runs_dir, a.storage, a.n_trials, worker_index=a.worker_index,
+               wait_for_slot=not a.no_wait, hook=_printer())
     return 0

@@ -15,9 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import augment, data, metrics, predict, runs
-from .config import RunConfig
-from .models import build_loss, build_model, build_optimizer, build_scheduler, param_groups, set_train_mode
+from roofseg.engine import augment
+from roofseg.data import dataset as data
+from roofseg.model import metrics
+from roofseg.engine import predict
+from roofseg.model import checkpoint
+from roofseg.store import runs
+from roofseg.config import RunConfig
+from roofseg.model.factory import build_loss, build_model, build_optimizer, build_scheduler, param_groups, set_train_mode
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -37,7 +42,7 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
 
-def _prepare(batch, device, cfg):
+def prepare_batch(batch, device, cfg):
     imgs, masks = batch
     x = augment.normalize(imgs.to(device, non_blocking=True), cfg.in_channels, cfg.stats())
     if device.type == "cuda":
@@ -51,7 +56,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, device, cfg: R
     set_train_mode(model, cfg, epoch)
     meter = metrics.Meter(cfg.threshold)
     for batch in loader:
-        x, y = _prepare(batch, device, cfg)
+        x, y = prepare_batch(batch, device, cfg)
         with _autocast(device, cfg.amp):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
@@ -71,14 +76,14 @@ def evaluate(model, loader, loss_fn, device, cfg: RunConfig, prefix: str = "val"
     model.eval()
     meter = metrics.Meter(cfg.threshold)
     for batch in loader:
-        x, y = _prepare(batch, device, cfg)
+        x, y = prepare_batch(batch, device, cfg)
         with _autocast(device, cfg.amp):
             logits = model(x)
         meter.update(loss_fn(logits.float(), y).item(), logits, y)
     return meter.result(prefix)
 
 
-def _loader(d: data.SegData, idx, cfg: RunConfig, train: bool, seed: int):
+def make_loader(d: data.SegData, idx, cfg: RunConfig, train: bool, seed: int):
     ds = augment.SegDataset(d.images[idx], d.masks[idx], cfg.in_channels,
                             cfg.augment if train else "none", seed, cfg.crop_size if train else 0)
     g = torch.Generator().manual_seed(seed)
@@ -112,7 +117,7 @@ class BestKeeper:
 
     def flush(self) -> None:
         if self.pending is not None:
-            runs.save_checkpoint(self.path, self.pending)
+            checkpoint.save_checkpoint(self.path, self.pending)
             self.pending, self.last_write = None, time.monotonic()
 
 
@@ -122,8 +127,8 @@ def fit_fold(cfg, d, train_idx, val_idx, fold, run_dir, device, hook, log) -> di
     model = build_model(cfg, log).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    train_dl = _loader(d, train_idx, cfg, True, cfg.seed + fold)
-    val_dl = _loader(d, val_idx, cfg, False, cfg.seed + fold)
+    train_dl = make_loader(d, train_idx, cfg, True, cfg.seed + fold)
+    val_dl = make_loader(d, val_idx, cfg, False, cfg.seed + fold)
     loss_fn = build_loss(cfg.loss)
     opt = build_optimizer(cfg, param_groups(model, cfg))
     sched = build_scheduler(cfg, opt, len(train_dl))
@@ -213,8 +218,8 @@ def summarize(cfg, bests, per_img, d, seconds, device) -> dict:
 def preflight(cfg: RunConfig) -> data.DataReport:
     """Check a config against its data and smp before a run folder is made; raise on the first
     problem with a message that names it (the CLI and the app call this before launching)."""
-    from .models import _create
-    from .config import incompatible
+    from roofseg.model.factory import create
+    from roofseg.config import incompatible
     cfg.validate()
     rep = data.check_dataset(cfg.data)
     usable = rep.n_pairs - len(data.excluded_pairs(rep, cfg.exclude_flagged))
@@ -234,10 +239,10 @@ def preflight(cfg: RunConfig) -> data.DataReport:
                              f"of a split of {cfg.data}; lower it")
     why = incompatible(cfg.arch, cfg.encoder)
     if why:
-        from .models import ModelError, compatible_encoders
+        from roofseg.model.factory import ModelError, compatible_encoders
         raise ModelError(f"{cfg.arch} with encoder {cfg.encoder} does not build: {why}; encoders that "
                          f"work with {cfg.arch}: {compatible_encoders(cfg.arch)}")
-    _dry_run(_create(cfg.arch, cfg.encoder, cfg.in_channels), cfg, rep)
+    _dry_run(create(cfg.arch, cfg.encoder, cfg.in_channels), cfg, rep)
     if cfg.encoder_weights not in ("none", "imagenet") and not Path(cfg.encoder_weights).is_file():
         raise FileNotFoundError(f"encoder_weights={cfg.encoder_weights}: file not found")
     if cfg.init_from and not runs.checkpoint_paths(cfg.init_from):
@@ -248,7 +253,7 @@ def preflight(cfg: RunConfig) -> data.DataReport:
 def _dry_run(model, cfg: RunConfig, rep: data.DataReport) -> None:
     """One forward pass at the size training will use: some architectures (PAN below 128 px) build
     but cannot run on small inputs, which would otherwise fail only inside the worker."""
-    from .models import ModelError
+    from roofseg.model.factory import ModelError
     if cfg.image_size:
         h = w = cfg.image_size
     else:  # as load_dataset: the most common image size, rounded to multiples of 32

@@ -1,0 +1,2 @@
+"""CLI layer: `python -m roofseg` and the `roofseg` console script.
+"""

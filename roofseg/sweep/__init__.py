@@ -1,0 +1,2 @@
+"""Sweep layer: optuna studies whose trials are ordinary runs.
+"""

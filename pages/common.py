@@ -52,14 +52,6 @@ def current_dataset() -> Path:
     return Path(st.session_state["dataset"])
 
 
-def mtime_key(path) -> float:
-    """A cache key part that changes when a file or folder changes (st.cache_data on path+mtime)."""
-    try:
-        return os.stat(path).st_mtime_ns
-    except FileNotFoundError:
-        return 0.0
-
-
 def show_error(e: Exception, what: str) -> None:
     """A clear message instead of a traceback: the user sees what failed and why."""
     st.error(f"{what}: {e}")

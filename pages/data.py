@@ -6,74 +6,34 @@ failed one shows why and leaves the previous choice in place.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image
 
 from pages import common
 from roofseg.data import dataset as data
 from roofseg.data import fetch
-from roofseg.data import overlay
+from roofseg.store.fingerprint import fingerprint
 
 THUMB = 256        # gallery pictures are shrunk to at most this many pixels a side
 MAX_GALLERY = 60   # beyond this the page gets slow to send; the report still counts every file
 
 
-def _stamp(path: Path) -> tuple:
-    """Cache key part: the newest mtime in images/ and in labels/ (a folder's own mtime changes
-    when files are added or removed; a file's when it is rewritten in place)."""
-    stamp = []
-    for sub in (path / "images", path / "labels"):
-        try:
-            stamp.append(max([common.mtime_key(sub)] + [e.stat().st_mtime_ns for e in os.scandir(sub)]))
-        except OSError:  # missing folder: find_pairs says so
-            stamp.append(0)
-    return tuple(stamp)
+def _key(path: Path) -> str:
+    """Cache key part: changes when any image or label is added, removed or rewritten."""
+    return fingerprint(*data.cache_paths(path))
 
 
 @st.cache_data(show_spinner="Checking the dataset…", max_entries=16)
-def _report(path: str, stamp: tuple) -> data.DataReport:
+def _report(path: str, key: str) -> data.DataReport:
     return data.check_dataset(path)
 
 
-def _shrink(a: np.ndarray, nearest: bool) -> np.ndarray:
-    h, w = a.shape[:2]
-    if max(h, w) <= THUMB:
-        return a
-    s = THUMB / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return np.asarray(Image.fromarray(a).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
-
-
-@st.cache_data(show_spinner="Loading images…", max_entries=4)
-def _thumbs(path: str, stamp: tuple) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-    """(stem, (h, w, 4) uint8 image, (h, w) 0/1 mask or None) for the first MAX_GALLERY images.
-
-    Unreadable images are left out and unusable labels become None: the report lists both.
-    """
-    pairs, unlabeled, _ = data.find_pairs(path)
-    items = sorted([(s, i, lp) for s, i, lp in pairs] + [(s, i, None) for s, i in unlabeled])
-    out = []
-    for stem, ip, lp in items[:MAX_GALLERY]:
-        try:
-            img = data.load_image(ip)
-        except data.DataError:
-            continue
-        mask = None
-        if lp is not None:
-            try:
-                mask = data.load_label(lp)
-            except data.DataError:
-                pass
-            if mask is not None and mask.shape != img.shape[:2]:
-                mask = None
-        out.append((stem, _shrink(img, False), None if mask is None else _shrink(mask, True)))
-    return out
+@st.cache_data(show_spinner="Loading images…", max_entries=8)
+def _gallery(path: str, key: str, alpha: float, flagged: tuple) -> list:
+    return data.gallery(path, MAX_GALLERY, THUMB, alpha, flagged)
 
 
 def _folder_name(text: str) -> str:
@@ -84,7 +44,7 @@ def _folder_name(text: str) -> str:
 def _use(path: Path) -> None:
     """Make path the current dataset if it holds one; otherwise say why."""
     try:
-        _report(str(path), _stamp(path))
+        _report(str(path), _key(path))
     except data.DataError as e:
         st.error(str(e))
         return
@@ -177,7 +137,7 @@ def _tally(counts: dict[str, int]) -> str:
 def show_report(path: Path) -> data.DataReport | None:
     """Counts as metrics, sizes and modes in a line, every finding in a table."""
     try:
-        rep = _report(str(path), _stamp(path))
+        rep = _report(str(path), _key(path))
     except data.DataError as e:
         st.error(str(e))
         return None
@@ -213,17 +173,15 @@ def show_report(path: Path) -> data.DataReport | None:
 
 def show_gallery(path: Path, rep: data.DataReport) -> None:
     alpha = st.slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="data_alpha")
-    items = _thumbs(str(path), _stamp(path))
-    pics, captions = [], []
-    for stem, img, mask in items:
-        pics.append(overlay.to_rgb(img) if mask is None else overlay.overlay_mask(img, mask, alpha=alpha))
-        note = ("unlabeled" if stem in rep.unlabeled else
-                "flagged" if stem in rep.flagged else "no usable label" if mask is None else "")
-        captions.append(f"{stem} · {note}" if note else stem)
+    try:
+        items = _gallery(str(path), _key(path), alpha, tuple(sorted(rep.flagged)))
+    except data.DataError as e:  # the folder changed between the report and now
+        st.error(str(e))
+        return
     if len(items) < rep.n_images:
         st.caption(f"Showing {len(items)} of {rep.n_images} images.")
-    if pics:
-        st.image(pics, caption=captions, width=180)
+    if items:
+        st.image([pic for _, pic, _ in items], caption=[c for _, _, c in items], width=180)
 
 
 def main() -> None:

@@ -20,9 +20,11 @@ from roofseg.config import RunConfig
 
 STARTS = "sw_starts"   # session key: launches so far; part of the Start button's key (as on Train)
 FLASH = "sw_flash"     # session key: a message shown once after a rerun
-CHOICES = {"arch": config.ARCHS, "encoder": config.ENCODERS, "loss": config.LOSSES,
-           "optimizer": config.OPTIMIZERS, "schedule": config.SCHEDULES, "augment": config.AUGMENTS,
-           "in_channels": config.CHANNELS}
+NOT_VARIED = ("device",)  # where a trial runs, not what it learns
+# field -> choices offered: config.CHOICES, plus the encoders (any smp name is valid, so CHOICES
+# leaves them out; these are the ones offered), the architecture and encoder first
+CHOICES = {k: v for k, v in {"arch": config.CHOICES["arch"], "encoder": config.ENCODERS,
+                             **config.CHOICES}.items() if k not in NOT_VARIED}
 # numeric fields offered, with the range and scale the form starts from
 RANGES = {"lr": (1e-4, 3e-3, True), "weight_decay": (1e-6, 1e-2, True), "momentum": (0.8, 0.99, False),
           "batch_size": (2, 8, False), "epochs": (10, 50, False), "warmup_epochs": (0, 3, False),
@@ -86,7 +88,7 @@ def search_inputs() -> dict:
                                     help="summary.json value to optimise (k-fold: the fold mean)"),
            "pruner": right.selectbox("Pruner", sweep.PRUNERS, key="sw_pruner",
                                      help="stop bad trials early on fold 0's per-epoch metric")}
-    out["direction"] = "minimize" if out["metric"].endswith("loss") else "maximize"
+    out["direction"] = sweep.default_direction(out["metric"])
     if out["pruner"] != "none":
         out["pruner_warmup"] = int(sb.number_input("Epochs before pruning", 0, 1000, 1, key="sw_warmup"))
     out["workers"] = int(sb.number_input("Workers", 1, 64, 1, key="sw_workers",

@@ -131,7 +131,7 @@ def start(fields: dict, n_seeds: int = 1) -> list:
         cfg = RunConfig.from_dict(fields)
         with st.sidebar, st.spinner("Checking…"):
             train.preflight(cfg)
-        return [control.launch(cfg.replace(seed=cfg.seed + i), common.runs_dir()) for i in range(n_seeds)]
+        return control.launch_seeds(cfg, n_seeds, common.runs_dir())
     except (ValueError, OSError) as e:  # ConfigError, DataError, ModelError, missing files
         st.sidebar.error(f"Not started: {e}")
         return []

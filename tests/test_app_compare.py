@@ -1,4 +1,4 @@
-"""AppTest of the Compare page on the two finished runs (and a hand-made k-fold run)."""
+"""AppTest of the Compare page on the two finished runs (and hand-made k-fold, seeded and failed runs)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,9 @@ import pytest
 from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
+from conftest import tiny_config
 from roofseg.store import compare
+from roofseg.store import paired
 from roofseg.store import runs
 from test_compare import make_kfold_run
 
@@ -34,6 +36,12 @@ def chart_data(chart) -> pd.DataFrame:
     return pd.concat([dataframe_util.convert_arrow_bytes_to_pandas_df(b) for b in parts if b])
 
 
+def validation_images(at: AppTest) -> list:
+    """The pictures of the Validation images section: all but those of "Is the difference real?"."""
+    paired_ = [id(im) for e in at.expander if e.label.startswith("Where they disagree") for im in e.get("image")]
+    return [im for im in at.get("image") if id(im) not in paired_]
+
+
 def test_needs_two_runs(finished_runs, demo64, monkeypatch):
     at = open_compare(finished_runs, demo64, [], monkeypatch)
     assert not at.exception
@@ -49,7 +57,7 @@ def test_two_runs_render_curves_metrics_diff_and_overlays(finished_runs, demo64,
     tables = [df.value for df in at.dataframe]
     assert any("loss" in t.index for t in tables)  # the config diff names the differing field
     n_images = len(compare.image_table(dirs))
-    images = at.get("image")
+    images = validation_images(at)
     shown = min(n_images, at.slider(key="compare_per_page").value)
     assert len(images) == shown * (2 + len(dirs))  # image | ground truth | one per run
     captions = [c for im in images for c in im.captions]
@@ -60,7 +68,7 @@ def test_two_runs_render_curves_metrics_diff_and_overlays(finished_runs, demo64,
     at.slider(key="compare_alpha").set_value(0.9).run()
     at.slider(key="compare_per_page").set_value(1).run()
     assert not at.exception, at.exception
-    assert len(at.get("image")) == 2 + len(dirs)
+    assert len(validation_images(at)) == 2 + len(dirs)
 
 
 def test_the_curves_zoom_on_shift_wheel_only_with_whole_epochs(finished_runs, demo64, monkeypatch):
@@ -110,3 +118,64 @@ def test_runs_that_differ_only_in_seed_show_mean_and_std(finished_runs, demo64, 
     dirs = runs.list_runs(finished_runs)
     at = open_compare(finished_runs, demo64, [d.name for d in dirs], monkeypatch)
     assert "Across seeds" not in [h.value for h in at.subheader]
+
+
+def markdown_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown) + "\n".join(c.value for c in at.caption)
+
+
+def test_is_the_difference_real_shows_verdicts_and_the_tests(finished_runs, demo64, monkeypatch):
+    """Issue #12: the first run is the baseline; the other is compared with it, Dice and IoU fold by
+    fold (one holdout split here) and per image, each verdict with the test used and why."""
+    dirs = runs.list_runs(finished_runs)
+    at = open_compare(finished_runs, demo64, [d.name for d in dirs], monkeypatch)
+    assert not at.exception, at.exception
+    assert "Is the difference real?" in [h.value for h in at.subheader]
+    assert at.selectbox(key="compare_baseline").value == dirs[0].name
+    rep = paired.report(dirs[0], dirs[1:], epoch="last", top=3)
+    text = markdown_text(at)
+    for key in ("dice", "iou", "images"):
+        assert rep[key]["verdict"] in text, rep[key]["verdict"]
+        assert rep[key]["test_why"] in text, rep[key]["test_why"]
+    assert "one pair gives no interval" in rep["dice"]["verdict"]  # one holdout split: said plainly
+    [table] = [df.value for df in at.dataframe if "B wins" in df.value.columns]
+    assert table["compared"].tolist()[:2] == ["Dice, fold by fold", "IoU, fold by fold"]
+    # the images where the two disagree most, drawn as image | ground truth | A | B
+    [where] = [e for e in at.expander if e.label.startswith("Where they disagree")]
+    captions = [c for im in where.get("image") for c in im.captions]
+    assert any(c.startswith("A · ") for c in captions) and any(c.startswith("B · ") for c in captions)
+    # the other run as baseline, and the best epoch: redrawn without errors, sides swapped
+    at.selectbox(key="compare_baseline").set_value(dirs[1].name).run()
+    at.toggle(key="compare_paired_best").set_value(True).run()
+    assert not at.exception, at.exception
+    swapped = paired.report(dirs[1], dirs[:1], epoch="best", top=3)
+    assert swapped["dice"]["verdict"] in markdown_text(at)
+
+
+def test_a_failed_run_is_said_not_a_traceback(finished_runs, demo64, tmp_path, monkeypatch):
+    rdir = tmp_path / "runs"
+    rdir.mkdir()
+    real = runs.list_runs(finished_runs)[0]
+    (rdir / real.name).symlink_to(real, target_is_directory=True)
+    broken = runs.create_run(tiny_config(demo64, loss="dice", name="crashed"), rdir)
+    runs.set_status(broken, state="failed", error="CUDA out of memory")
+    at = open_compare(rdir, demo64, [real.name, broken.name], monkeypatch)
+    assert not at.exception, at.exception
+    assert any("crashed is failed (CUDA out of memory)" in w.value for w in at.warning)
+    # a run folder whose config.json is corrupt: one line naming the file
+    (broken / "config.json").write_text("{not json")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("config.json is not valid JSON" in e.value for e in at.error)
+
+
+def test_seeds_of_the_baseline_pool_into_side_a(tmp_path, demo64, monkeypatch):
+    from test_paired import A_FOLDS, fake_run, images_a
+    rd = tmp_path / "runs"
+    a = [fake_run(rd, f"A{s}", A_FOLDS, seed=s, image_dice=images_a(s)) for s in (0, 1)]
+    b = fake_run(rd, "B", [x + 0.03 for x in A_FOLDS], seed=0, loss="dice", image_dice=images_a() + 0.03)
+    at = open_compare(rd, demo64, [d.name for d in (*a, b)], monkeypatch)
+    assert not at.exception, at.exception
+    text = markdown_text(at)
+    assert "**B:** B" in text and "**A:** A0 + 1 more (seeds 0, 1)" in text
+    assert "B beats A by" in text  # 5 folds of seed 0 paired; seed 1 has no partner

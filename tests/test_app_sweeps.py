@@ -39,6 +39,9 @@ def test_empty_page_invites_a_sweep(env):
     assert not at.exception
     assert any("No sweeps yet" in i.value for i in at.info)
     assert [b.label for b in at.sidebar.button] == ["Start"]
+    # the choice fields come from config.CHOICES (device aside: where a trial runs) plus the encoders
+    offered = at.multiselect(key="sw_vary").options
+    assert {"arch", "encoder", "loss", "keep", "in_channels"} <= set(offered) and "device" not in offered
 
 
 def test_page_shows_trials_best_and_plots(env, demo64, runs_dir):

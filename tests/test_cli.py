@@ -306,3 +306,11 @@ def test_train_with_seeds_makes_one_run_per_seed(demo64, tmp_path, capsys):
     assert out.count("run ") >= 2 and out.count("val_dice") >= 2
     rc, _, err = main(capsys, "train", "--data", demo64, "--runs-dir", tmp_path, "--seeds", 0)
     assert rc != 0 and "--seeds must be >= 1" in err and len(runs.list_runs(tmp_path)) == 2
+
+
+def test_seeded_repeats_a_recipe_with_consecutive_seeds(tiny_cfg):
+    """The one rule behind train --seeds and the Train page's Seeds (control.launch_seeds)."""
+    cfgs = control.seeded(tiny_cfg.replace(seed=7), 3)
+    assert [c.seed for c in cfgs] == [7, 8, 9] and all(c.replace(seed=7) == cfgs[0] for c in cfgs)
+    with pytest.raises(ValueError, match=">= 1"):
+        control.seeded(tiny_cfg, 0)

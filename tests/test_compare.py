@@ -182,3 +182,55 @@ def test_across_seeds_pools_runs_that_differ_only_in_seed(tmp_path, demo64):
     assert df.loc["loss=dice", "val_iou"] == pytest.approx(0.31)
     assert np.isnan(df.loc["loss=focal", "val_dice_std"])  # one run: no spread to show
     assert list(compare.across_seeds(a)["config"]) == ["all runs"]
+
+
+# ---------------------------------------------------------------------------------------------
+# is the difference real? (the Compare page's paired comparisons)
+def test_seed_groups_keep_unfinished_runs_and_the_order(tmp_path, demo64):
+    a = [_seed_run(tmp_path, demo64, s, 0.7) for s in (0, 1)]
+    b = _seed_run(tmp_path, demo64, 0, 0.6, loss="dice")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    tiny_config(demo64, seed=9).save(unfinished / "config.json")  # no summary.json: still a seed of a
+    assert compare.seed_groups([b, a[0], unfinished, a[1]]) == [[b], [a[0], unfinished, a[1]]]
+
+
+def test_paired_comparisons_pool_seeds_per_side_against_the_baseline(tmp_path):
+    from test_paired import A_FOLDS, fake_run, images_a
+    rd = tmp_path / "runs"
+    a = [fake_run(rd, f"A{s}", A_FOLDS, seed=s, image_dice=images_a(s)) for s in (0, 1)]
+    b = [fake_run(rd, f"B{s}", np.add(A_FOLDS, 0.03), seed=s, loss="dice", image_dice=images_a(s) + 0.03)
+         for s in (0, 1)]
+    c = fake_run(rd, "C", A_FOLDS[:2], seed=0, loss="focal", state="failed")
+    [vs_b, vs_c] = compare.paired_comparisons([*a, *b, c], a[1])
+    assert vs_b["a"] == ["A1", "A0"] and vs_b["b"] == ["B0", "B1"]  # the baseline first
+    assert vs_b["a_label"] == "A1 + 1 more (seeds 1, 0)" and vs_b["b_label"] == "B0 + 1 more (seeds 0, 1)"
+    assert vs_b["dirs"] == [str(d) for d in (a[1], a[0], *b)] and vs_b["error"] is None
+    rep = vs_b["report"]
+    assert rep["dice"]["verdict"].startswith("B beats A by 0.030 Dice") and rep["dice"]["n"] == 10
+    table = vs_b["table"].set_index("compared")
+    assert list(table.index) == ["Dice, fold by fold", "IoU, fold by fold", "Dice per image"]
+    assert table.loc["Dice, fold by fold", "B wins"] == 10 and table.loc["Dice, fold by fold", "A wins"] == 0
+    assert table.loc["Dice, fold by fold", "B − A"] == pytest.approx(0.03)
+    assert table.loc["Dice per image", "test"] == "Wilcoxon signed-rank"
+    # a failed run is said in a sentence, and what it recorded is used
+    assert vs_c["unfinished"] == ["B run C is failed (CUDA out of memory): compared on what it "
+                                  "recorded before it stopped."]
+    assert vs_c["report"]["dice"]["n"] == 2 and vs_c["report"]["images"]["paired"] is False
+    # a corrupt file: one line, no report; seeds of the baseline alone: nothing to compare
+    (c / "config.json").write_text("{")
+    [_, broken] = compare.paired_comparisons([*a, *b, c], a[0])
+    assert broken["report"] is None and "config.json is not valid JSON" in broken["error"]
+    assert broken["table"].empty
+    assert compare.paired_comparisons(a, a[0]) == []
+    with pytest.raises(ValueError, match="not one of the runs"):
+        compare.paired_comparisons(a, b[0])
+
+
+def test_cache_paths_cover_what_the_readers_read(two):
+    from roofseg.store.fingerprint import fingerprint
+    paths = compare.cache_paths(two)
+    assert {p.name for p in paths} >= {"config.json", "status.json", "metrics.jsonl", "summary.json",
+                                       "per_image.json", "val"}
+    assert all(any(p.is_relative_to(d) for d in two) for p in paths)
+    assert fingerprint(*paths) == fingerprint(*compare.cache_paths(two))

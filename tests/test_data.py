@@ -1,4 +1,5 @@
-"""Tests for roofseg.data.dataset: pairing files, flagging bad pairs, decoding every format, splits."""
+"""Tests for roofseg.data.dataset: pairing files, flagging bad pairs, decoding every format, splits,
+the Data page's gallery."""
 import shutil
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 from PIL import Image
 
 from roofseg.data import dataset as data
+from roofseg.data import overlay
 from roofseg.data.dataset import DataError
 
 
@@ -60,6 +62,35 @@ def test_find_pairs_errors_name_the_folder(tmp_path):
     save(tmp_path / "images" / "a.jpg", rgb())
     with pytest.raises(DataError, match="two files share the stem 'a'"):
         data.find_pairs(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the gallery (Data page)
+def test_gallery_shrinks_overlays_and_captions(tmp_path):
+    save(tmp_path / "images" / "big.png", rgb(40, 20))
+    save(tmp_path / "labels" / "big.png", mask(40, 20))                  # roof: the top half
+    save(tmp_path / "images" / "small.png", rgb(8, 8, seed=1))
+    save(tmp_path / "labels" / "small.png", mask(8, 8))
+    save(tmp_path / "images" / "nolabel.png", rgb(8, 8, seed=2))
+    save(tmp_path / "images" / "wrongsize.png", rgb(8, 8, seed=3))
+    save(tmp_path / "labels" / "wrongsize.png", mask(4, 4))              # another size: not usable
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a png")       # left out: the report says it
+    items = data.gallery(tmp_path, max_items=10, size=10, alpha=1.0, flagged={"small"})
+    assert [n for n, _, _ in items] == ["big", "nolabel", "small", "wrongsize"]
+    pics, captions = {n: p for n, p, _ in items}, [c for _, _, c in items]
+    assert captions == ["big", "nolabel · unlabeled", "small · flagged", "wrongsize · no usable label"]
+    big = pics["big"]
+    assert big.shape == (10, 5, 3) and big.dtype == np.uint8               # longer side 10, aspect kept
+    assert (big[:4] == overlay.MASK_COLOR).all() and not (big[6:] == overlay.MASK_COLOR).all(axis=2).any()
+    assert pics["small"].shape == (8, 8, 3)                                 # never enlarged
+    assert (pics["nolabel"] == rgb(8, 8, seed=2)).all()                     # no mask: the image as is
+    assert len(data.gallery(tmp_path, max_items=2)) == 2
+
+
+def test_gallery_of_a_missing_folder_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        data.gallery(tmp_path / "nowhere")
+    assert data.cache_paths(tmp_path) == [tmp_path / "images", tmp_path / "labels"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -297,6 +297,12 @@ def test_spec_validation_names_the_problem(demo64):
     assert grid.budget() == 12
 
 
+def test_default_direction_minimizes_a_loss_only():
+    assert sweep.default_direction("val_loss") == "minimize"
+    assert [sweep.default_direction(m) for m in sweep.METRICS if not m.endswith("loss")] == \
+        ["maximize"] * (len(sweep.METRICS) - 1)
+
+
 def hand_frame() -> tuple[pd.DataFrame, SweepSpec]:
     spec = SweepSpec(name="h", space={"arch": {"choices": ["Unet", "FPN", "MAnet"]},
                                       "lr": {"low": 1e-4, "high": 1e-2, "log": True},

@@ -85,10 +85,11 @@ def text_lines(rep: dict, epoch: str) -> list[str]:
 
 
 def _details(r: dict) -> list[str]:
+    from roofseg.store.compare import TEST_NAMES
     from roofseg.store.paired import p_text
     w = r["wins"]
     p = f" p{p_text(r['p_value'])}" if r["p_value"] is not None else ""
-    test = {"wilcoxon": "Wilcoxon signed-rank", "sign-flip": "exact sign-flip"}.get(r["test"], "none")
+    test = TEST_NAMES.get(r["test"], "none")
     return [f"  mean A {_f(r['mean_a'])}, B {_f(r['mean_b'])}; wins: B {w['b']}, A {w['a']}, ties {w['tie']}",
             f"  test: {test}{p}. {r['test_why']}"]
 

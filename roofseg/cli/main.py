@@ -9,18 +9,20 @@ import sys
 from pathlib import Path
 
 from roofseg.cli import compare as compare_cli
+from roofseg.cli import report as report_cli
 from roofseg.cli import sweep as sweep_cli
 from roofseg.cli.flags import add_config_flags, config_from_args
 
 def cmd_train(a) -> int:
     from roofseg.engine import train
+    from roofseg.exec import control
     cfg = config_from_args(a)
     train.preflight(cfg)
-    if a.seeds < 1:
+    if a.seeds < 1:  # checked here too, to name the flag
         raise ValueError(f"--seeds must be >= 1, got {a.seeds}")
     failed = 0
-    for i in range(a.seeds):  # seed, seed+1, ...: one run each, like the Train page's Seeds
-        failed += _train_one(cfg.replace(seed=cfg.seed + i), a)
+    for c in control.seeded(cfg, a.seeds):  # one run each, in turn (--background: launched)
+        failed += _train_one(c, a)
     return 1 if failed else 0
 
 
@@ -173,12 +175,14 @@ def build_parser(weights_notes: dict[str, str] | None = None) -> argparse.Argume
     w.add_argument("run_dir")
     sweep_cli.add_parsers(sub)  # sweep, sweep-worker
     compare_cli.add_parser(sub)  # compare
+    report_cli.add_parser(sub)  # report
     return p
 
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "runs": cmd_runs, "cancel": cmd_cancel,
             "data": cmd_data, "worker": cmd_worker, "compare": compare_cli.cmd_compare,
-            "sweep": sweep_cli.cmd_sweep, "sweep-worker": sweep_cli.cmd_sweep_worker}
+            "sweep": sweep_cli.cmd_sweep, "sweep-worker": sweep_cli.cmd_sweep_worker,
+            "report": report_cli.cmd_report}
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ Without --space the search varies arch [Unet, FPN], loss [bce_dice, dice, focal]
 def add_parsers(sub) -> None:
     """The `sweep` and `sweep-worker` subcommands (called by cli.build_parser)."""
     from roofseg.cli.flags import add_config_flags
-    from roofseg.sweep.study import METRICS, PRUNERS, SAMPLERS
+    from roofseg.sweep.study import DIRECTIONS, METRICS, PRUNERS, SAMPLERS
     s = sub.add_parser("sweep", help="hyperparameter sweep: each trial is a run folder",
                        description=SWEEP_HELP, conflict_handler="resolve",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,7 +35,7 @@ def add_parsers(sub) -> None:
     g.add_argument("--sampler-seed", type=int, default=0)
     g.add_argument("--grid-points", type=int, default=3, help="grid: values per numeric range [3]")
     g.add_argument("--metric", choices=METRICS, default="val_dice", help="[val_dice]")
-    g.add_argument("--direction", choices=["maximize", "minimize"],
+    g.add_argument("--direction", choices=DIRECTIONS,
                    help="[minimize for a loss, else maximize]")
     g.add_argument("--pruner", choices=PRUNERS, default="none", help="[none]")
     g.add_argument("--pruner-startup", type=int, default=2, help="median: trials before pruning [2]")
@@ -110,6 +110,7 @@ def spec_from_args(a):
     from dataclasses import fields
     from roofseg.cli.flags import config_from_args
     from roofseg.config import RunConfig
+    from roofseg.sweep.spec import default_direction
     from roofseg.sweep.study import DEFAULT_SPACE, SweepSpec, default_name
     if a.space:
         try:
@@ -119,7 +120,7 @@ def spec_from_args(a):
     else:
         fixed = {f.name for f in fields(RunConfig) if getattr(a, f.name, None) is not None}
         space = {k: v for k, v in DEFAULT_SPACE.items() if k not in fixed}
-    direction = a.direction or ("minimize" if a.metric.endswith("loss") else "maximize")
+    direction = a.direction or default_direction(a.metric)
     return SweepSpec(name=a.name or default_name(), base=config_from_args(a).to_dict(), space=space,
                      sampler=a.sampler, trials=a.trials, metric=a.metric, direction=direction,
                      pruner=a.pruner, pruner_startup=a.pruner_startup, pruner_warmup=a.pruner_warmup,

@@ -1,4 +1,5 @@
-"""Datasets on disk: find image/label pairs, check them, decode once, split, augment.
+"""Datasets on disk: find image/label pairs, check them, decode once, split, augment, and the
+thumbnails (masks overlaid) the Data page browses.
 
 A dataset is a folder with images/ and labels/; a label belongs to the image with the same stem,
 and images without a label form the prediction set. Everything is decoded once into uint8 arrays
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from roofseg.data import overlay
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MAX_PIXELS = 4096 * 4096  # refuse larger images: a full-res decode would exhaust a laptop's memory
@@ -51,6 +54,12 @@ def find_pairs(root) -> tuple[list[tuple[str, Path, Path]], list[tuple[str, Path
     unlabeled = [(s, images[s]) for s in images if s not in labels]
     orphans = [labels[s] for s in labels if s not in images]
     return pairs, unlabeled, orphans
+
+
+def cache_paths(root) -> list[Path]:
+    """The folders whose files everything here reads from a dataset: give them to
+    store.fingerprint.fingerprint() for a cache key that changes when an image or label does."""
+    return [Path(root) / "images", Path(root) / "labels"]
 
 
 def _open(path: Path) -> Image.Image:
@@ -205,6 +214,56 @@ def check_dataset(root) -> DataReport:
     rep.sizes, rep.modes, rep.label_modes = dict(sizes), dict(modes), dict(lmodes)
     rep.roof_fraction = float(np.mean(fractions)) if fractions else 0.0
     return rep
+
+
+# ---------------------------------------------------------------------------------------------
+# browsing a dataset
+def gallery(root, max_items: int = 60, size: int = 256, alpha: float = 0.45,
+            flagged=()) -> list[tuple[str, np.ndarray, str]]:
+    """The first `max_items` readable images by name as (stem, thumbnail, caption), for browsing.
+
+    thumbnail: (h, w, 3) uint8 RGB at most `size` pixels a side, the roof mask blended over it in
+    overlay.MASK_COLOR at `alpha`. caption: the stem, with " · unlabeled" (no label file),
+    " · flagged" (stems in `flagged`, e.g. check_dataset's report.flagged) or " · no usable
+    label" (unreadable, or another size than its image). Unreadable images are left out:
+    check_dataset reports them. Shrinking comes first, so a large dataset costs its decoding only.
+    """
+    pairs, unlabeled, _ = find_pairs(root)
+    items = sorted([(s, i, lp) for s, i, lp in pairs] + [(s, i, None) for s, i in unlabeled])
+    flagged = set(flagged)
+    out = []
+    for stem, ip, lp in items:
+        if len(out) >= max_items:
+            break
+        try:
+            img = load_image(ip)
+        except DataError:
+            continue
+        mask = None
+        if lp is not None:
+            try:
+                mask = load_label(lp)
+            except DataError:
+                pass
+            if mask is not None and mask.shape != img.shape[:2]:
+                mask = None
+        hw = _thumb_hw(img.shape[:2], size)
+        small = _resize(img, hw, nearest=False)
+        pic = (overlay.to_rgb(small) if mask is None
+               else overlay.overlay_mask(small, _resize(mask, hw, nearest=True), alpha=alpha))
+        note = ("unlabeled" if lp is None else "flagged" if stem in flagged
+                else "no usable label" if mask is None else "")
+        out.append((stem, pic, f"{stem} · {note}" if note else stem))
+    return out
+
+
+def _thumb_hw(hw: tuple[int, int], size: int) -> tuple[int, int]:
+    """(h, w) scaled so the longer side is at most `size`, aspect kept; never enlarged."""
+    h, w = hw
+    if max(h, w) <= size:
+        return h, w
+    s = size / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Choosing and comparing runs: the filtered runs table, final metrics side by side, the config
-fields that differ, learning curves (mean ± std over folds), and per-image tables and overlays.
+fields that differ, learning curves (mean ± std over folds), per-image tables and overlays, and
+the Compare page's paired comparisons (each recipe against a baseline, through store.paired).
 
-Pure functions of run folders (no streamlit): the Runs and Compare pages cache them on path +
-modification time. Runs are labelled by their config `name`, or their id when unnamed.
+Pure functions of run folders (no streamlit): pages cache them on
+fingerprint(*cache_paths(run_dirs)), so the run-folder file names are written here, not there.
+Runs are labelled by their config `name`, or their id when unnamed.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from PIL import Image
 
 from roofseg.data import dataset as data
 from roofseg.data import overlay
+from roofseg.store import paired
 from roofseg.store import progress
 from roofseg.store import runs
 from roofseg.config import RunConfig
@@ -28,6 +31,18 @@ BOOKKEEPING = ("name", "notes", "sweep")  # never change training; listed last i
 
 def _dirs(run_dirs) -> list[Path]:
     return [Path(d) for d in run_dirs]
+
+
+# what the readers below read in a run folder (predictions/val: the masks image_table and panels
+# draw); a page's cache key covers exactly these (cache_paths)
+RECORDS = ("config.json", "status.json", "metrics.jsonl", "summary.json", "per_image.json")
+PREDICTIONS = Path("predictions") / "val"
+
+
+def cache_paths(run_dirs) -> list[Path]:
+    """The files and folders of these runs whose change changes what this module returns: give
+    them to store.fingerprint.fingerprint() for a cache key."""
+    return [d / f for d in _dirs(run_dirs) for f in (*RECORDS, PREDICTIONS)]
 
 
 def _config(run_dir: Path) -> dict:
@@ -113,6 +128,21 @@ def config_diff(run_dirs) -> pd.DataFrame:
 
 
 SEED_POOLED = ("val_dice", "val_iou", "val_dice_img")  # pooled over seeds by across_seeds()
+SEED_IGNORED = {"seed", *BOOKKEEPING}  # runs differing only in these are seeds of one recipe
+
+
+def _recipe(cfg: dict) -> str:
+    """A key equal for runs whose configs differ only in SEED_IGNORED fields."""
+    return repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in SEED_IGNORED))
+
+
+def seed_groups(run_dirs) -> list[list[Path]]:
+    """The runs grouped by recipe (configs that differ only in seed, name, notes, sweep), each
+    group and the groups in the order given. Unlike across_seeds, unfinished runs count too."""
+    groups: dict[str, list[Path]] = {}
+    for d in _dirs(run_dirs):
+        groups.setdefault(_recipe(_config(d)), []).append(d)
+    return list(groups.values())
 
 
 def across_seeds(run_dirs) -> pd.DataFrame:
@@ -121,18 +151,16 @@ def across_seeds(run_dirs) -> pd.DataFrame:
     `seeds`, and for SEED_POOLED the mean and the sample std over the runs (`<metric>_std`; NaN
     for a single run). A k-fold run counts once, with its mean over folds: the spread between
     seeds is the honest error bar for a choice made on tiny data. Unfinished runs are left out."""
-    ignore = {"seed", *BOOKKEEPING}
     groups: dict[str, list] = {}
     for d in _dirs(run_dirs):
         s = runs.read_json(d / "summary.json", {}) or {}
         if "val_dice" not in s:
             continue
         cfg = _config(d)
-        key = repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in ignore))
-        groups.setdefault(key, []).append((cfg, s))
+        groups.setdefault(_recipe(cfg), []).append((cfg, s))
     cfgs = [g[0][0] for g in groups.values()]
     differ = [f for f in dict.fromkeys(k for c in cfgs for k in c)
-              if f not in ignore and len({repr(c.get(f)) for c in cfgs}) > 1]
+              if f not in SEED_IGNORED and len({repr(c.get(f)) for c in cfgs}) > 1]
     rows = []
     for members in groups.values():
         cfg = members[0][0]
@@ -184,7 +212,7 @@ def curves(run_dirs, metric: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # per validation image
 def _pred_path(run_dir: Path, name: str) -> Path:
-    return run_dir / "predictions" / "val" / f"{name}.png"
+    return run_dir / PREDICTIONS / f"{name}.png"
 
 
 def _read_mask(path: Path) -> np.ndarray:
@@ -266,3 +294,83 @@ def panels(run_dirs, dataset_dir, name: str, alpha: float = 0.5) -> dict:
             entry["error"] = f"cannot draw {p.name}: {e}"
         out["runs"].append(entry)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# is the difference real? (issue #12: the Compare page's paired comparisons)
+TEST_NAMES = {"wilcoxon": "Wilcoxon signed-rank", "sign-flip": "exact sign-flip"}  # paired's test ids
+PAIRED_ROWS = {"dice": "Dice, fold by fold", "iou": "IoU, fold by fold", "images": "Dice per image"}
+PAIRED_COLUMNS = ["compared", "n", "mean A", "mean B", "B − A", "95% low", "95% high",
+                  "A wins", "B wins", "ties", "test", "p"]
+
+
+def paired_comparisons(run_dirs, baseline, epoch: str = "last", top: int = 3) -> list[dict]:
+    """Every other recipe among run_dirs against the baseline's recipe, by paired.report.
+
+    Runs that differ only in their seed (seed_groups) form one side: the baseline and its seeds
+    are side A, and each other group is one side B, in the order given. One dict per side B:
+    {a, b: run ids (the baseline first); dirs: the run folders, A's then B's; a_label, b_label;
+    report: paired.report's dict, or None when it could not be made; error: why not in one line
+    (a missing or corrupt file), else None; unfinished: one sentence per run that is not done
+    (failed, cancelled, running, queued) saying what of it the comparison uses; table: the
+    figures, one row per comparison made (PAIRED_COLUMNS; empty without a report)}.
+    An empty list when every run is a seed of the baseline's recipe.
+    """
+    dirs = _dirs(run_dirs)
+    base = Path(baseline)
+    if base not in dirs:
+        raise ValueError(f"the baseline {base.name} is not one of the runs compared")
+    label = dict(zip(dirs, labels(dirs)))
+    groups = seed_groups(dirs)
+    group_a = next(g for g in groups if base in g)
+    side_a = [base, *[d for d in group_a if d != base]]
+    out = []
+    for side_b in (g for g in groups if g is not group_a):
+        entry = {"a": [d.name for d in side_a], "b": [d.name for d in side_b],
+                 "dirs": [str(d) for d in (*side_a, *side_b)],
+                 "a_label": _side_label(side_a, label), "b_label": _side_label(side_b, label),
+                 "report": None, "error": None, "table": pd.DataFrame(columns=PAIRED_COLUMNS),
+                 "unfinished": [n for side, ds in (("A", side_a), ("B", side_b)) for d in ds
+                                for n in [_unfinished(side, d, label[d])] if n]}
+        try:
+            entry["report"] = paired.report(side_a, side_b, epoch=epoch, top=top)
+        except (ValueError, OSError) as e:  # RunError: a missing or corrupt file, named
+            entry["error"] = str(e)
+        else:
+            entry["table"] = _paired_table(entry["report"])
+        out.append(entry)
+    return out
+
+
+def _side_label(side: list[Path], label: dict) -> str:
+    if len(side) == 1:
+        return label[side[0]]
+    seeds = ", ".join(str(_config(d).get("seed")) for d in side)
+    return f"{label[side[0]]} + {len(side) - 1} more (seeds {seeds})"
+
+
+def _unfinished(side: str, run_dir: Path, label: str) -> str | None:
+    st = runs.status(run_dir)  # a dead process shows as failed, as everywhere else
+    state = st.get("state", "failed")
+    if state == "done":
+        return None
+    why = f" ({' '.join(str(st['error']).split())})" if st.get("error") else ""
+    uses = {"running": "compared on the epochs it has logged so far; its per-image scores come "
+                       "when it ends",
+            "queued": "it has recorded nothing yet"}.get(state, "compared on what it recorded before it stopped")
+    return f"{side} run {label} is {state}{why}: {uses}."
+
+
+def _paired_table(rep: dict) -> pd.DataFrame:
+    rows = []
+    for key, what in PAIRED_ROWS.items():
+        r = rep[key]
+        if not r["paired"]:
+            continue
+        num = {k: np.nan if r[k] is None else float(r[k])
+               for k in ("mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_value")}
+        rows.append({"compared": what, "n": r["n"], "mean A": num["mean_a"], "mean B": num["mean_b"],
+                     "B − A": num["diff"], "95% low": num["ci_low"], "95% high": num["ci_high"],
+                     "A wins": r["wins"]["a"], "B wins": r["wins"]["b"], "ties": r["wins"]["tie"],
+                     "test": TEST_NAMES.get(r["test"], "none"), "p": num["p_value"]})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)

@@ -28,6 +28,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _FIELD_TYPES = {f.name: str(f.type) for f in fields(RunConfig)}
 
 
+def default_direction(metric: str) -> str:
+    """How to optimise a metric when no direction is given: minimize a loss, maximize the rest."""
+    return "minimize" if metric.endswith("loss") else "maximize"
+
+
 class SweepError(ValueError):
     """A sweep is missing, already exists, or cannot do what was asked."""
 

@@ -44,7 +44,8 @@ from roofseg.exec import process
 from roofseg.store import pids, runs
 # the spec lives in spec.py and the trial bookkeeping in trials.py; their names stay importable here
 from roofseg.sweep.spec import (DEFAULT_SPACE, DIRECTIONS, HEARTBEAT_S, METRICS, NAME_RE,  # noqa: F401
-                                NEVER_VARIED, PRUNERS, SAMPLERS, SweepError, SweepSpec)
+                                NEVER_VARIED, PRUNERS, SAMPLERS, SweepError, SweepSpec,
+                                default_direction)
 from roofseg.sweep.trials import ask_lock, counted_trials, is_interrupted, reap
 
 

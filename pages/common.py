@@ -112,3 +112,22 @@ def epoch_x(field: str, title: str, epochs) -> alt.X:
     domain = [lo, hi] if hi > lo else [lo - 0.5, hi + 0.5]
     return alt.X(f"{field}:Q", title=title, axis=alt.Axis(format="d", tickMinStep=1),
                  scale=alt.Scale(domain=domain, nice=False, padding=8))
+
+
+def report_button(run_dirs: list, key: str, label: str = "Download report") -> None:
+    """A download button for the one-file HTML report of `run_dirs` (the first is the reference).
+    The report is written only when the button is clicked (a deferred callable), so showing the
+    page costs nothing; a run folder that cannot be read gives a report file that says why."""
+    def html() -> str:
+        from roofseg.report.html import render  # altair/vl-convert/jinja2: only when clicked
+        from roofseg.store.runs import RunError
+        try:
+            return render(run_dirs)
+        except (RunError, OSError, ValueError) as e:
+            return f"<!doctype html><meta charset='utf-8'><title>roofseg report</title><p>No report: {e}</p>"
+    names = "_".join(Path(d).name for d in run_dirs[:2]) + ("_etc" if len(run_dirs) > 2 else "")
+    st.download_button(label, html, file_name=f"roofseg_report_{names}.html", mime="text/html",
+                       on_click="ignore", key=key, disabled=not run_dirs, icon=":material/description:",
+                       help="One self-contained HTML file (opens offline): dataset check, each run's "
+                            "recipe and why, curves, CV table, paired comparison, out-of-fold and "
+                            "unlabeled overlays, environment.")

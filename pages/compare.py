@@ -106,6 +106,8 @@ def compare_page() -> None:
         return
     dirs = tuple(str(rdir / r) for r in chosen)
     stamp = _stamp(dirs)
+    common.report_button(list(dirs), key="compare_report",
+                         label=f"Download report ({len(dirs)} runs, the first as reference)")
 
     _curves_section(dirs, stamp)
     st.subheader("Final metrics")

@@ -1,5 +1,6 @@
 """Data page: choose the dataset (built-in demo, a folder, an uploaded zip, the DIDA download),
-read data.check_dataset's report on it, and browse its images with the roof masks overlaid.
+read data.check_dataset's report on it, browse its images with the roof masks overlaid, and review
+its labels against a finished k-fold run's out-of-fold predictions (store.review, issue #13).
 
 A successful choice goes into st.session_state["dataset"], which the Train page trains on; a
 failed one shows why and leaves the previous choice in place.
@@ -15,6 +16,8 @@ import streamlit as st
 from pages import common
 from roofseg.data import dataset as data
 from roofseg.data import fetch
+from roofseg.data import overlay
+from roofseg.store import review
 from roofseg.store.fingerprint import fingerprint
 
 THUMB = 256        # gallery pictures are shrunk to at most this many pixels a side
@@ -184,6 +187,80 @@ def show_gallery(path: Path, rep: data.DataReport) -> None:
         st.image([pic for _, pic, _ in items], caption=[c for _, _, c in items], width=180)
 
 
+REVIEW_COLUMNS = {"rank": "rank", "flag": "flagged", "name": "image", "score": "score", "reason": "reason",
+                  "fold": "fold", "dice": "Dice"}
+REVIEW_PICTURES = 12  # flagged images drawn at most; the table lists them all
+
+
+@st.cache_data(max_entries=8)
+def _reviewable(runs_dir: str, key: str, dataset: str) -> list[dict]:
+    return review.reviewable_runs(runs_dir, dataset)
+
+
+@st.cache_data(show_spinner="Reviewing the labels…", max_entries=8)
+def _review(run_dir: str, key: str, dataset: str) -> dict:
+    return review.review(run_dir, dataset)
+
+
+@st.cache_data(max_entries=64)
+def _review_picture(run_dir: str, key: str, name: str, thresholds: tuple, alpha: float):
+    return review.review_picture(run_dir, name, dict(thresholds), alpha)
+
+
+def _swatches(items) -> str:
+    swatch = '<span style="display:inline-block;width:0.9em;height:0.9em;background:rgb{};' \
+             'border-radius:2px;margin:0 0.3em 0 1em;vertical-align:middle"></span>{}'
+    return " ".join(swatch.format(c, label) for label, c in items)
+
+
+def show_review(path: Path) -> None:
+    """Labels to review: pick a finished k-fold run on this dataset; its ranking, and per flagged
+    image the picture and the reason."""
+    st.subheader("Labels to review")
+    st.caption("A k-fold run predicts every labelled image with a model that never saw it. Where that "
+               "prediction confidently disagrees with the label, the label may be wrong: worst first.")
+    rdir = common.runs_dir()
+    found = _reviewable(str(rdir), fingerprint(rdir), str(path))
+    if not found:
+        st.info("No finished k-fold run on this dataset yet. Train one on the Train page with k-fold "
+                "validation (5 folds, say), then its labels can be reviewed here.")
+        return
+    labels = {r["run_id"]: r["label"] for r in found}
+    run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="review_run")
+    run_dir = rdir / run_id
+    key = fingerprint(*review.cache_paths(run_dir), *data.cache_paths(path))
+    try:
+        rev = _review(str(run_dir), key, str(path))
+    except (review.ReviewError, OSError) as e:  # the run or the dataset changed since it was listed
+        st.error(str(e))
+        return
+    flagged = [r for r in rev["images"] if r["flagged"]]
+    st.markdown(f"**{len(flagged)}** of {len(rev['images'])} labels flagged. {rev['rule'][0].upper() + rev['rule'][1:]}.")
+    table = pd.DataFrame(rev["images"]).assign(flag=lambda df: df["flagged"].map({True: "⚑", False: ""}))
+    st.dataframe(table[list(REVIEW_COLUMNS)].rename(columns=REVIEW_COLUMNS), hide_index=True,
+                 column_config={"score": st.column_config.NumberColumn(
+                     format="%.3f", help="1 = label and out-of-fold prediction agree; 0 = nothing agrees"),
+                     "Dice": st.column_config.NumberColumn(format="%.3f")})
+    if rev["not_reviewed"]:
+        st.caption("Not reviewed: " + "; ".join(f"{n} ({why})" for n, why in rev["not_reviewed"].items()))
+    if not flagged:
+        st.success("No label stands out from the rest.")
+        return
+    st.markdown(_swatches(overlay.review_legend()), unsafe_allow_html=True)
+    alpha = st.slider("Disagreement opacity", 0.0, 1.0, 0.6, 0.05, key="review_alpha")
+    cols = st.columns(3)
+    for i, r in enumerate(flagged[:REVIEW_PICTURES]):
+        with cols[i % 3]:
+            try:
+                pic = _review_picture(str(run_dir), key, r["name"], tuple(sorted(rev["thresholds"].items())), alpha)
+            except (review.ReviewError, OSError) as e:
+                st.error(str(e))
+                continue
+            st.image(pic, caption=f"{r['name']} · score {r['score']:.3f} · {r['reason']}", width="stretch")
+    if len(flagged) > REVIEW_PICTURES:
+        st.caption(f"Showing the {REVIEW_PICTURES} worst of {len(flagged)} flagged labels.")
+
+
 def main() -> None:
     st.title("Data")
     path = common.current_dataset()
@@ -194,6 +271,7 @@ def main() -> None:
     if rep is not None:
         st.subheader("Images, roof masks overlaid")
         show_gallery(path, rep)
+        show_review(path)
 
 
 common.ensure_routed(__file__)

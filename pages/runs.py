@@ -82,7 +82,7 @@ def runs_page() -> None:
                + (f" ({len(hidden)} hidden by the filters)" if hidden else "")
                + (f": {', '.join(selected)}" if selected else " (tick the boxes left of the rows)"))
 
-    a, b, c = st.columns(3)
+    a, b, c, d = st.columns(4)
     if a.button("Compare selected", disabled=len(selected) < 2, help="needs two or more runs",
                 width="stretch"):
         st.switch_page("pages/compare.py")
@@ -92,6 +92,8 @@ def runs_page() -> None:
         st.switch_page("pages/train.py")
     if c.button("Delete selected", disabled=not selected, width="stretch"):
         st.session_state["runs_pending_delete"] = selected
+    with d:
+        common.report_button([runs.resolve(rdir, r) for r in selected], key="runs_report")
     _confirm_delete(rdir)
 
 

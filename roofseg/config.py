@@ -86,9 +86,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
-    # The defaults are the best from-scratch CPU recipe measured on DIDA (5-fold, within 15 CPU
-    # minutes; BENCHMARKS.md "Quality"): FPN-resnet18, batch 2, lr 2e-3, 50 epochs, light
-    # augmentation, bce+dice, AdamW with cosine decay.
+    # The defaults are the best recipe measured on DIDA (5-fold, BENCHMARKS.md "Quality"): FPN with
+    # an ImageNet-pretrained EfficientNet-Lite0 encoder whose weights ship as a package (offline),
+    # batch 2, lr 1e-3, 30 epochs, light augmentation, bce+dice, AdamW with cosine decay, the last
+    # epoch's weights kept.
     # data
     data: str = "data/demo"           # dataset folder with images/ and labels/
     in_channels: int = 3              # 3 = RGB, 4 = RGB + alpha
@@ -98,8 +99,8 @@ class RunConfig:
     crop_size: int = 0                # > 0: train on random square crops of this size (faster epochs)
     # model
     arch: str = "FPN"                 # smp architecture name, as smp spells it
-    encoder: str = "resnet18"         # smp encoder name, as smp spells it
-    encoder_weights: str = "none"     # none | imagenet | path to a local encoder weights file
+    encoder: str = "timm-tf_efficientnet_lite0"  # smp encoder name, as smp spells it
+    encoder_weights: str = "imagenet"  # none | imagenet | path to a local encoder weights file
     init_from: str = ""               # run folder (or id) whose best weights to fine-tune from
     norm_mean: str = ""               # RGB mean 'r,g,b' (0..1) inputs are standardised with; '' = the encoder's own
     norm_std: str = ""                # RGB std 'r,g,b' (0..1); '' = the encoder's own pretrained statistics
@@ -110,19 +111,19 @@ class RunConfig:
     # optimisation
     loss: str = "bce_dice"            # loss on logits (smp.losses): bce, dice, ..., bce_dice
     optimizer: str = "adamw"          # adam | adamw | sgd | rmsprop | adagrad | nadam | radam
-    lr: float = 2e-3                  # peak learning rate
+    lr: float = 1e-3                  # peak learning rate
     weight_decay: float = 1e-4        # L2 / decoupled weight decay
     momentum: float = 0.9             # sgd and rmsprop only
     schedule: str = "cosine"          # constant | cosine (with warm-up) | onecycle
     warmup_epochs: int = 1            # cosine only
-    epochs: int = 50                  # epochs per model (per fold with k-fold)
+    epochs: int = 30                  # epochs per model (per fold with k-fold)
     batch_size: int = 2               # images per optimizer step
     # validation
     val_fraction: float = 0.2         # holdout fraction when folds < 2
     folds: int = 0                    # k >= 2: k-fold cross-validation, one model per fold
     seed: int = 0                     # seeds splits, init and augmentation
     threshold: float = 0.5            # probability above which a pixel is roof
-    keep: str = "best"                # weights kept per fold: best (by val Dice) | last (the honest figure)
+    keep: str = "last"                # weights kept per fold: best (by val Dice) | last (the honest figure)
     tta: bool = False                 # predictions average the 8 flips/rotations of the square (8x slower)
     # runtime
     device: str = "auto"              # auto = cuda when present, else cpu

@@ -54,6 +54,9 @@ def test_two_runs_render_curves_metrics_diff_and_overlays(finished_runs, demo64,
     assert not at.exception, at.exception
     assert sorted(at.multiselect(key="compare_runs").value) == sorted(d.name for d in dirs)
     assert charts(at)  # the learning-curve chart (vega-lite)
+    report = at.get("download_button")
+    assert [b.proto.label for b in report] == ["Download report (2 runs, the first as reference)"]
+    assert not report[0].proto.disabled
     tables = [df.value for df in at.dataframe]
     assert any("loss" in t.index for t in tables)  # the config diff names the differing field
     n_images = len(compare.image_table(dirs))

@@ -150,3 +150,73 @@ def test_dida_download_offline_shows_the_fetch_error(at, demo64, monkeypatch):
     assert not at.exception
     assert "Could not download the DIDA archive" in at.error[0].value
     assert at.session_state["dataset"] == str(demo64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels to review (issue #13): a fake finished k-fold run whose out-of-fold probabilities are the
+# true labels, softened; the dataset's label of one image then loses its largest roof
+def fake_kfold_run(runs_dir: Path, dataset: Path, folds: int = 5, run_id: str = "20250101-000000-FPN-r18-aaaa") -> Path:
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    from roofseg.data import dataset as data
+    run_dir = runs_dir / run_id
+    (run_dir / "predictions" / "val_prob").mkdir(parents=True)
+    rows = []
+    for i, (name, _, lp) in enumerate(data.find_pairs(dataset)[0]):
+        p = 0.03 + 0.94 * ndimage.gaussian_filter(data.load_label(lp).astype(float), 1.0)
+        Image.fromarray(np.round(p * 255).astype(np.uint8)).save(run_dir / "predictions" / "val_prob" / f"{name}.png")
+        rows.append({"name": name, "fold": i % max(folds, 1), "dice": 0.9, "iou": 0.8})
+    (run_dir / "config.json").write_text(json.dumps({"data": str(dataset), "folds": folds, "threshold": 0.5,
+                                                     "name": f"{folds}-fold"}))
+    (run_dir / "status.json").write_text(json.dumps({"state": "done"}))
+    (run_dir / "summary.json").write_text(json.dumps({"excluded": {}, "val_dice": 0.9}))
+    (run_dir / "per_image.json").write_text(json.dumps(rows))
+    return run_dir
+
+
+def erase_largest_roof(label_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    from roofseg.data import dataset as data
+    m = data.load_label(label_path)
+    comp, _ = ndimage.label(m)
+    m[comp == np.argmax(np.bincount(comp.ravel())[1:]) + 1] = 0
+    Image.fromarray(m * 255).save(label_path)
+
+
+def test_labels_to_review_shows_the_ranking_and_the_flagged_label(demo_copy, tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv("ROOFSEG_DATA", str(demo_copy))
+    monkeypatch.setenv("ROOFSEG_RUNS_DIR", str(runs_dir))
+    monkeypatch.setenv("ROOFSEG_DATA_ROOT", str(tmp_path / "data_root"))
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert not at.exception
+    assert any("No finished k-fold run on this dataset" in i.value for i in at.info)
+    fake_kfold_run(runs_dir, demo_copy, folds=0, run_id="20250101-000000-FPN-r18-hold")  # holdout: not offered
+    run_dir = fake_kfold_run(runs_dir, demo_copy)
+    erase_largest_roof(demo_copy / "labels" / "109.png")  # two roofs of ~420 px: one is left
+    at.run()
+    assert not at.exception and not at.error
+    assert "Labels to review" in [h.value for h in at.subheader]
+    box = at.selectbox(key="review_run")
+    assert box.options == ["5-fold · 5 folds · val Dice 0.900"] and box.value == run_dir.name
+    table = at.dataframe[-1].value
+    assert table.iloc[0]["image"] == "109" and table.iloc[0]["flagged"] == "⚑"
+    assert (table["flagged"] == "⚑").sum() == 1
+    assert any(m.value.startswith("**1** of 10 labels flagged") for m in at.markdown)
+    pictures = [c for img in at.get("image") for c in img.captions]
+    shown = [c for c in pictures if c.startswith("109 · score")]
+    assert len(shown) == 1 and "model finds 1 roof (" in shown[0] and "the label lacks" in shown[0]
+    at.slider(key="review_alpha").set_value(0.3).run()
+    assert not at.exception
+    (demo_copy / "labels" / "104.png").unlink()  # the dataset changes under the run: a message, no traceback
+    at.run()
+    assert not at.exception
+    assert any(f"run {run_dir.name}" in e.value and "a finished k-fold run on this dataset" in e.value
+               for e in at.error)

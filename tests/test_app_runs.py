@@ -68,7 +68,12 @@ def test_table_filters_and_sort(runs_copy):
 
 
 def test_selection_compare_and_kept_across_filters(runs_copy):
-    at = select(open_runs(), [0, 1])
+    at = open_runs()
+    [report] = at.get("download_button")
+    assert report.proto.label == "Download report" and report.proto.disabled  # nothing selected yet
+    at = select(at, [0, 1])
+    [report] = at.get("download_button")
+    assert not report.proto.disabled
     ids = shown(at)
     assert at.session_state["selected_runs"] == ids
     assert button(at, "Clone").disabled  # cloning needs exactly one

@@ -370,8 +370,11 @@ def test_two_runs_compared_show_curves_config_diff_and_overlays(world):
     chart = page.locator("[data-testid='stVegaLiteChart']").first
     expect(chart.locator("g.mark-symbol.role-mark path")).to_have_count(LIVE_EPOCHS + 3, timeout=T)
     # config differences: the loss and the epochs, and the names (listed last)
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=stDataFrame] table[role=grid]').length >= 2")
-    diff = grid_text(page, 1)
+    # (the page's tables: final metrics, the paired comparison, then the config differences)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stDataFrame] table[role=grid]')]"
+                           ".some(t => t.textContent.includes('epochs') && t.textContent.includes('bce_dice')))")
+    n_grids = page.locator("[data-testid='stDataFrame']").count()
+    diff = next(t for t in (grid_text(page, i) for i in range(n_grids)) if "epochs" in t and "bce_dice" in t)
     for s in ("loss", "bce_dice", "dice", "epochs", str(LIVE_EPOCHS), "name", "live"):
         assert s in diff, diff
     # overlays: per shared validation image, image | ground truth | one overlay per run
@@ -500,6 +503,31 @@ def test_the_live_charts_count_whole_epochs_from_the_first_one(world):
         os.killpg(pgid, signal.SIGCONT)
     page.get_by_role("button", name="Cancel", exact=True).click()
     expect(page.get_by_text("No run is queued or running")).to_be_visible(timeout=T)
+
+
+def test_the_report_opens_offline_with_every_section(world):
+    """The hand-over file: written for the two compared runs, opened from disk in Chromium with
+    every network request refused; nothing is asked of any server, and each section is there."""
+    from roofseg.report import write_report
+    world.downloads.mkdir(parents=True, exist_ok=True)
+    out = write_report([world.run_dir("live"), world.run_dir("dice")], world.downloads / "report.html")
+    page = world.page.context.browser.new_page(viewport={"width": 1200, "height": 1000})
+    asked = []
+
+    def refuse(route):
+        asked.append(route.request.url)
+        route.abort()
+    page.route(re.compile(r"^(?!file:|data:).*"), refuse)
+    page.goto(out.as_uri(), wait_until="load")
+    headings = page.locator("h2").all_inner_texts()
+    assert headings[:9] == ["Runs", "Dataset check", "Recipe", "Curves", "Cross-validation",
+                            "Paired comparison", "Out-of-fold predictions", "Unlabeled images",
+                            "Environment"], headings
+    assert page.locator("svg").count() >= 1 and page.locator("img").count() >= 4
+    broken = page.evaluate("() => [...document.images].filter(i => !i.complete || !i.naturalWidth).length")
+    assert broken == 0 and asked == [], asked
+    save_shot(page, "report.png")
+    page.close()
 
 
 def test_the_server_logged_no_traceback(world):

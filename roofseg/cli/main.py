@@ -10,6 +10,7 @@ from pathlib import Path
 
 from roofseg.cli import compare as compare_cli
 from roofseg.cli import report as report_cli
+from roofseg.cli import review as review_cli
 from roofseg.cli import sweep as sweep_cli
 from roofseg.cli.flags import add_config_flags, config_from_args
 
@@ -119,6 +120,8 @@ def cmd_data(a) -> int:
     elif a.data_cmd == "fetch-dida":
         from roofseg.data.fetch import DIDA_URL, fetch_dida
         print(fetch_dida(a.dir, url=a.url or DIDA_URL))
+    elif a.data_cmd == "review":
+        return review_cli.cmd_review(a)
     return 0
 
 
@@ -158,7 +161,7 @@ def build_parser(weights_notes: dict[str, str] | None = None) -> argparse.Argume
     c = sub.add_parser("cancel", help="stop a queued or running run")
     c.add_argument("run")
     c.add_argument("--runs-dir", default="runs")
-    d = sub.add_parser("data", help="datasets: make the demo, check a folder, fetch DIDA")
+    d = sub.add_parser("data", help="datasets: make the demo, check a folder, fetch DIDA, review labels")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     dm = dsub.add_parser("demo", help="write the synthetic demo dataset")
     dm.add_argument("dir")
@@ -171,6 +174,7 @@ def build_parser(weights_notes: dict[str, str] | None = None) -> argparse.Argume
     df = dsub.add_parser("fetch-dida", help="download and extract the public DIDA archive")
     df.add_argument("dir")
     df.add_argument("--url", help="archive URL (default: dida.do's)")
+    review_cli.add_parser(dsub)  # data review
     w = sub.add_parser("worker")  # internal: exec.control.launch starts this
     w.add_argument("run_dir")
     sweep_cli.add_parsers(sub)  # sweep, sweep-worker

@@ -169,3 +169,54 @@ def legend() -> list[tuple[str, tuple[int, int, int]]]:
     return [("true positive (roof found)", TP_COLOR),
             ("false positive (predicted, not roof)", FP_COLOR),
             ("false negative (roof missed)", FN_COLOR)]
+
+
+# ---------------------------------------------------------------------------------------------
+# label review (issue #13): where a run's out-of-fold prediction confidently disagrees with a label.
+# The colours keep Compare's meaning: magenta = the model says roof where the label has none,
+# orange = the label has roof where the model says none; the prediction itself is a light
+# bluish-green fill and the label a yellow outline, so the three error colours' tested
+# colour-blind spacing (see above) still holds.
+PRED_COLOR = TP_COLOR        # the out-of-fold prediction (p >= threshold)
+MISSING_COLOR = FP_COLOR     # roof the model finds that the label lacks
+REJECTED_COLOR = FN_COLOR    # roof in the label that the model rejects
+OUTLINE_COLOR = MASK_COLOR   # the label's outline
+
+
+def outline(mask) -> np.ndarray:
+    """(H, W) mask -> (H, W) bool: mask pixels with a 4-neighbour outside the mask (the image
+    border counts as outside, so a roof cut by the edge is closed)."""
+    m = as_bool_mask(mask)
+    p = np.pad(m, 1, constant_values=False)
+    inner = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return m & ~inner
+
+
+def overlay_review(image, label, prob, missing, rejected, threshold: float = 0.5,
+                   alpha: float = 0.5) -> np.ndarray:
+    """The label-review picture -> (H, W, 3) uint8.
+
+    The out-of-fold prediction (`prob` >= threshold; prob float in [0, 1] or uint8 0..255) is a
+    PRED_COLOR fill at half `alpha`; the `missing` and `rejected` masks (confident disagreement)
+    are painted over it in MISSING_COLOR and REJECTED_COLOR at `alpha`, so they stand out from
+    the plain prediction; the label's outline goes on top, opaque, so it is never hidden.
+    """
+    _check_hw(image=image, label=label, prob=prob, missing=missing, rejected=rejected)
+    p = np.asarray(prob)
+    if p.dtype == np.uint8:
+        p = p.astype(np.float32) / 255.0
+    pred = as_bool_mask(p >= threshold, "prob >= threshold")
+    miss, rej = as_bool_mask(missing, "missing"), as_bool_mask(rejected, "rejected")
+    rgb = _paint(to_rgb(image), pred.view(np.uint8), [None, PRED_COLOR], alpha / 2)
+    codes = np.zeros(pred.shape, np.uint8)
+    codes[miss], codes[rej] = 1, 2
+    rgb = _paint(rgb, codes, [None, MISSING_COLOR, REJECTED_COLOR], alpha)
+    rgb[outline(label)] = OUTLINE_COLOR
+    return rgb
+
+
+def review_legend() -> list[tuple[str, tuple[int, int, int]]]:
+    """(label, RGB colour) pairs of the label-review picture, in the order the UI lists them."""
+    return [("label outline", OUTLINE_COLOR), ("out-of-fold prediction", PRED_COLOR),
+            ("roof missing from the label", MISSING_COLOR),
+            ("roof in the label the model rejects", REJECTED_COLOR)]

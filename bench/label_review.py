@@ -64,6 +64,25 @@ def plant(root: Path) -> dict[str, str]:
             shift: f"shifted {SHIFT} px right"}
 
 
+def softmin_ranking(run_dir: Path) -> list[str]:
+    """The run's labelled images ranked by cleanlab's default segmentation score, for comparison:
+    the softmin (temperature 0.1) of the pixel self-confidences (p for roof, 1 - p for
+    background), lowest first. Computed here with numpy from its published formula; roofseg does
+    not use cleanlab (AGPL-3.0; see roofseg/store/review.py)."""
+    root = Path(runs.read_json(run_dir / "config.json")["data"])
+    labels = {s: lp for s, _, lp in data.find_pairs(root)[0]}
+    scores = {}
+    for row in runs.read_per_image(run_dir):
+        y = data.load_label(labels[row["name"]]).astype(bool)
+        with Image.open(run_dir / review.PROBS / f"{row['name']}.png") as im:
+            p = np.asarray(im.convert("L"), np.float64) / 255
+        sc = np.where(y, p, 1 - p).ravel()
+        z = (1 - sc) / 0.1
+        w = np.exp(z - z.max())
+        scores[row["name"]] = float((sc * w).sum() / w.sum())
+    return sorted(scores, key=lambda n: (scores[n], n))
+
+
 def train(dataset: Path, runs_dir: Path, name: str, args) -> tuple[Path, float]:
     """A finished k-fold run named `name` in runs_dir: found again when present, else trained."""
     for d in runs.list_runs(runs_dir):
@@ -136,10 +155,18 @@ def main() -> None:
         r = by_name.get(s, {})
         lines.append(f"| {what} | {s} | {rank[s]} | {r.get('score', float('nan')):.3f} | "
                      f"{'yes' if r.get('flagged') else 'no'} | {r.get('reason', '')} |")
+    soft = softmin_ranking(run_p)
+    soft_rank = {s: soft.index(s) + 1 for s in planted}
+    soft_prec = {k: sum(s in planted for s in soft[:k]) / k for k in (3, 5)}
+    clean_in_p = [r for r in flagged_p if r["name"] not in planted]
     lines += ["", f"- precision at 3: {prec[3]:.2f}; precision at 5: {prec[5]:.2f}",
+              f"- for comparison, cleanlab's default score (softmin of pixel self-confidences, T = 0.1) on the "
+              f"same maps: planted ranks " + ", ".join(f"{planted[s].split(':')[0]} {soft_rank[s]}" for s in planted)
+              + f"; precision at 3: {soft_prec[3]:.2f}, at 5: {soft_prec[5]:.2f}",
               f"- flagged in the planted run: {len(flagged_p)} "
               f"({sum(r['name'] in planted for r in flagged_p)} planted, "
-              f"{sum(r['name'] not in planted for r in flagged_p)} clean: "
+              f"{len(clean_in_p)} of the {len(ranked) - len(planted)} unplanted, a false-alarm rate of "
+              f"{len(clean_in_p) / max(1, len(ranked) - len(planted)):.0%}: "
               + (", ".join(f"{r['name']} ({r['reason']})" for r in flagged_p if r["name"] not in planted) or "none") + ")",
               f"- top 5: " + ", ".join(f"{r['name']} {r['score']:.3f}" for r in rev_p["images"][:5])]
     if rev_c is not None:
@@ -150,7 +177,8 @@ def main() -> None:
                   f"- clean demo, lowest scores: " + ", ".join(f"{r['name']} {r['score']:.3f}" for r in rev_c["images"][:5])]
     lines.append(f"- flag rule: {review.RULE}; thresholds (planted run): roof p >= "
                  f"{rev_p['thresholds']['roof']:.3f}, background p <= {1 - rev_p['thresholds']['background']:.3f}")
-    result = {"planted": planted, "rank": rank, "precision": prec, "review_planted": rev_p, "review_clean": rev_c,
+    result = {"planted": planted, "rank": rank, "precision": prec, "softmin_rank": soft_rank,
+              "softmin_precision": soft_prec, "review_planted": rev_p, "review_clean": rev_c,
               "runs": [str(run_p), str(run_c)], "train_s": [secs_p, secs_c], "review_s": review_s}
     report(NAME, "Labels to review: planted errors and false alarms", lines, result, args.out)
 

@@ -96,6 +96,7 @@ def test_each_encoder_says_whether_its_imagenet_weights_are_here(at):
 
 
 def test_start_launches_a_run_that_finishes_and_shows_its_metrics(at, runs_dir, demo64):
+    at.radio(key="tr_weights").set_value("none").run()  # resnet18's ImageNet weights need the internet
     fill(at, arch="Unet", encoder="resnet18", epochs=2, batch_size=4, name="smoke")
     start(at)
     assert not at.exception and not at.error
@@ -174,6 +175,7 @@ def test_two_starts_queue_two_runs(at, runs_dir, monkeypatch):
 
 
 def test_seeds_launch_one_run_per_seed(at, runs_dir):
+    at.radio(key="tr_weights").set_value("none").run()
     fill(at, encoder="resnet18", epochs=1, batch_size=4, seed=3, name="repeat", n_seeds=3)
     start(at)
     assert not at.exception, at.exception

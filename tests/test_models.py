@@ -111,7 +111,7 @@ def test_unknown_optimizer_and_schedule():
                                            ("DeepLabV3Plus", "resnet18"), ("Segformer", "mit_b0")])
 @pytest.mark.parametrize("channels", [3, 4])
 def test_build_model_outputs_one_channel_logits(arch, encoder, channels):
-    model = build_model(RunConfig(arch=arch, encoder=encoder, in_channels=channels), log=lambda m: None)
+    model = build_model(RunConfig(arch=arch, encoder=encoder, in_channels=channels, encoder_weights="none"), log=lambda m: None)
     model.eval()
     with torch.no_grad():
         y = model(torch.randn(2, channels, 64, 64))
@@ -195,12 +195,12 @@ def test_local_encoder_weights_file_is_loaded(tmp_path):
     path = tmp_path / "resnet18-local.pth"
     torch.save(sd, path)
     logs = []
-    model = build_model(RunConfig(encoder_weights=str(path)), log=logs.append)
+    model = build_model(RunConfig(encoder="resnet18", encoder_weights=str(path)), log=logs.append)
     assert torch.equal(model.encoder.conv1.weight, sd["conv1.weight"])
     assert torch.equal(model.encoder.layer4[1].bn2.running_var, sd["layer4.1.bn2.running_var"])
     assert any(str(path) in m and "tensors" in m for m in logs)
     # a 4-channel run widens the pretrained stem instead of discarding it
-    m4 = build_model(RunConfig(encoder_weights=str(path), in_channels=4), log=logs.append)
+    m4 = build_model(RunConfig(encoder="resnet18", encoder_weights=str(path), in_channels=4), log=logs.append)
     w = m4.encoder.conv1.weight
     assert w.shape[1] == 4
     assert torch.equal(m4.encoder.layer1[0].conv1.weight, sd["layer1.0.conv1.weight"])

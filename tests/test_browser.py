@@ -372,7 +372,7 @@ def test_two_runs_compared_show_curves_config_diff_and_overlays(world):
     # config differences: the loss and the epochs, and the names (listed last)
     # (the page's tables: final metrics, the paired comparison, then the config differences)
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stDataFrame] table[role=grid]')]"
-                           ".some(t => t.textContent.includes('epochs') && t.textContent.includes('bce_dice')))")
+                           ".some(t => t.textContent.includes('epochs') && t.textContent.includes('bce_dice'))")
     n_grids = page.locator("[data-testid='stDataFrame']").count()
     diff = next(t for t in (grid_text(page, i) for i in range(n_grids)) if "epochs" in t and "bce_dice" in t)
     for s in ("loss", "bce_dice", "dice", "epochs", str(LIVE_EPOCHS), "name", "live"):

@@ -83,26 +83,26 @@ _LITE = ("EfficientNet-Lite{n} (TensorFlow port via timm): {p} parameters, no sq
 ENCODERS = Registry("encoder", [
     Choice("timm-tf_efficientnet_lite0", _LITE.format(n=0, p="3.4 M") + " The pretrained default: 0.817 5-fold "
            "Dice on DIDA at the last epoch, against 0.771 for the best from-scratch recipe even at its best epoch (BENCHMARKS.md 6.3)."),
-    Choice("timm-tf_efficientnet_lite1", _LITE.format(n=1, p="4.2 M")),
+    Choice("timm-tf_efficientnet_lite1", _LITE.format(n=1, p="4.1 M")),
     Choice("timm-tf_efficientnet_lite2", _LITE.format(n=2, p="4.8 M")),
-    Choice("resnet18", "ResNet-18: 11 M parameters, plain and robust; the from-scratch default. ImageNet "
+    Choice("resnet18", "ResNet-18: 11 M parameters, plain and robust; the best from-scratch encoder measured on DIDA (BENCHMARKS.md 5). ImageNet "
            "weights need the Hugging Face hub or its cache."),
     Choice("resnet34", "ResNet-34: deeper ResNet, 21 M parameters; the encoder of the best public DIDA "
            "solution (with ImageNet weights, which need the hub here)."),
-    Choice("resnet50", "ResNet-50: bottleneck blocks, 23 M parameters. Slow on a CPU and easy to overfit "
+    Choice("resnet50", "ResNet-50: bottleneck blocks, 23.5 M parameters. Slow on a CPU and easy to overfit "
            "from scratch on 24 images."),
     Choice("resnext50_32x4d", "ResNeXt-50: grouped convolutions, 23 M parameters; like resnet50."),
     Choice("efficientnet-b0", "EfficientNet-B0 (smp's own): 4 M parameters with squeeze-excite; ImageNet "
            "weights need the hub."),
     Choice("efficientnet-b2", "EfficientNet-B2 (smp's own): 7.7 M parameters; ImageNet weights need the hub."),
-    Choice("mobilenet_v2", "MobileNetV2: 2 M parameters, the fastest on a CPU; weaker features."),
+    Choice("mobilenet_v2", "MobileNetV2: 2.2 M parameters, light and fast; weaker features."),
     Choice("densenet121", "DenseNet-121: 7 M parameters, memory-hungry; cannot be dilated (no DeepLab/PAN)."),
     Choice("vgg11_bn", "VGG-11 with BatchNorm: simple, 9 M parameters, slow; cannot be dilated."),
-    Choice("mit_b0", "Mix Transformer B0 (SegFormer's encoder): 3 M parameters. Transformers need more "
+    Choice("mit_b0", "Mix Transformer B0 (SegFormer's encoder): 3.3 M parameters. Transformers need more "
            "data than 24 images unless pretrained."),
     Choice("mit_b2", "Mix Transformer B2: 24 M parameters; as mit_b0, heavier."),
     Choice("tu-convnext_atto", "ConvNeXt-Atto through timm: 3.4 M parameters, a modern conv design."),
-    Choice("tu-regnety_002", "RegNetY-200MF through timm: 3 M parameters, fast."),
+    Choice("tu-regnety_002", "RegNetY-200MF through timm: 2.8 M parameters, fast."),
     Choice("mobileone_s0", "MobileOne-S0: a re-parameterisable mobile network, fast at inference."),
 ])
 

@@ -79,3 +79,15 @@ def test_pages_that_only_read_run_folders_import_no_torch(page):
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_train_help_explains_each_choice_and_where_weights_are(capsys):
+    """`--help` shows the same why-texts as the Train form and the report, and per encoder whether
+    its ImageNet weights are on this machine."""
+    from roofseg.cli.main import main
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert " ".join(choices.LOSSES["bce_dice"].about.split()) in out
+    assert " ".join(choices.ABOUT["tta"].split()) in out
+    assert "tf_efficientnet_lite0: ImageNet weights installed (offline)" in out  # argparse breaks at "-"

@@ -18,6 +18,7 @@ from roofseg.data import dataset as data
 from roofseg.data import fetch
 from roofseg.data import overlay
 from roofseg.store import review
+from roofseg.store import runs
 from roofseg.store.fingerprint import fingerprint
 
 THUMB = 256        # gallery pictures are shrunk to at most this many pixels a side
@@ -246,6 +247,13 @@ def show_review(path: Path) -> None:
     if not flagged:
         st.success("No label stands out from the rest.")
         return
+    names = [r["name"] for r in flagged]
+    if st.button(f"Train without these {len(names)} label(s)", key="review_exclude",
+                 help="Opens Train with the run's recipe and these images left out (config field "
+                      "`exclude`, recorded in the new run's config and summary). Your files are not touched."):
+        cfg = runs.read_json(run_dir / "config.json", {}) or {}
+        st.session_state["train_prefill"] = {**cfg, "exclude": ",".join(names), "name": "", "seed": cfg.get("seed", 0)}
+        st.switch_page("pages/train.py")
     st.markdown(_swatches(overlay.review_legend()), unsafe_allow_html=True)
     alpha = st.slider("Disagreement opacity", 0.0, 1.0, 0.6, 0.05, key="review_alpha")
     cols = st.columns(3)

@@ -235,6 +235,11 @@ def main() -> None:
     data = common.current_dataset()
     st.sidebar.caption(f"Dataset: `{data}` (choose it on the Data page)")
     st.session_state[FORM] = cfg = {**base, **form_inputs(base), "data": str(data)}
+    if cfg.get("exclude"):  # set by the Data page's label review (or a cloned run)
+        st.sidebar.info(f"Left out of training: {cfg['exclude']} (their files stay as they are)")
+        if st.sidebar.button("Train on them again", key="tr_clear_exclude"):
+            st.session_state[FORM] = {**cfg, "exclude": ""}
+            st.rerun()
     if prefill:  # a clone whose value this form cannot show (e.g. an arch no longer offered)
         lost = [f"{f} = {prefill[f]!r} (the form has {cfg[f]!r})" for f in CHOICE_FIELDS
                 if f in prefill and prefill[f] != cfg[f]]

@@ -95,6 +95,7 @@ class RunConfig:
     in_channels: int = 3              # 3 = RGB, 4 = RGB + alpha
     image_size: int = 0               # 0 = native size (padded to a multiple of 32); else resize to this
     exclude_flagged: bool = True      # drop pairs data.check_dataset flags (e.g. duplicate labels)
+    exclude: str = ""                 # comma-separated image names (stems) left out of training, e.g. labels a review flagged
     augment: str = "light"            # augmentation preset: none | light | strong
     crop_size: int = 0                # > 0: train on random square crops of this size (faster epochs)
     # model
@@ -171,6 +172,10 @@ class RunConfig:
         mean, std = parse_stats(r.norm_mean, "norm_mean"), parse_stats(r.norm_std, "norm_std")
         return (mean + (0.5,))[:self.in_channels], (std + (0.5,))[:self.in_channels]
 
+    def excluded_names(self) -> list[str]:
+        """The image names `exclude` lists (stems, in the order given)."""
+        return [n.strip() for n in self.exclude.split(",") if n.strip()]
+
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
@@ -232,6 +237,8 @@ class RunConfig:
             bad("num_threads", "must be >= 0")
         if not self.encoder_weights:
             bad("encoder_weights", f"must be {WEIGHTS_HELP}")
+        if any(c in self.exclude for c in "/\\"):
+            bad("exclude", "must list image names (file stems) separated by commas, not paths")
         for field in ("norm_mean", "norm_std"):
             if getattr(self, field):
                 v = parse_stats(getattr(self, field), f"{source}: {field}")

@@ -215,6 +215,11 @@ def test_labels_to_review_shows_the_ranking_and_the_flagged_label(demo_copy, tmp
     assert len(shown) == 1 and "model finds 1 roof (" in shown[0] and "the label lacks" in shown[0]
     at.slider(key="review_alpha").set_value(0.3).run()
     assert not at.exception
+    # one click: the next run on Train leaves the flagged label out (the file stays)
+    at.button(key="review_exclude").click().run()
+    assert at.session_state["train_prefill"]["exclude"] == "109"
+    assert (demo_copy / "labels" / "109.png").exists()
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
     (demo_copy / "labels" / "104.png").unlink()  # the dataset changes under the run: a message, no traceback
     at.run()
     assert not at.exception

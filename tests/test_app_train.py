@@ -236,3 +236,16 @@ def test_compare_opens_the_finished_runs(env, runs_dir, demo64):
     at.button(key="to_compare").click().run()
     assert sorted(at.session_state["selected_runs"]) == sorted(ids)
     assert at.title[0].value.startswith("Compare")
+
+
+def test_images_left_out_by_a_label_review_are_shown_and_can_be_trained_on_again(env, demo64):
+    at = AppTest.from_file(PAGE, default_timeout=30)
+    at.session_state["train_prefill"] = {"exclude": "3,7", "data": str(demo64)}
+    at.run()
+    assert not at.exception
+    assert any("Left out of training: 3,7" in i.value for i in at.sidebar.info)
+    assert at.session_state["train_form"]["exclude"] == "3,7"  # what Start would launch
+    [again] = [b for b in at.sidebar.button if b.key == "tr_clear_exclude"]
+    again.click().run()
+    assert at.session_state["train_form"]["exclude"] == ""
+    assert not any("Left out of training" in i.value for i in at.sidebar.info)

@@ -18,6 +18,13 @@ def cmd_train(a) -> int:
     from roofseg.engine import train
     from roofseg.exec import control
     cfg = config_from_args(a)
+    if a.exclude_flagged_from:
+        from roofseg.store import review, runs
+        flagged = [r["name"] for r in review.review_labels(runs.resolve(a.runs_dir, a.exclude_flagged_from))
+                   if r["flagged"]]
+        cfg = cfg.replace(exclude=",".join(dict.fromkeys(cfg.excluded_names() + flagged)))
+        print(f"leaving out the {len(flagged)} label(s) the review of {a.exclude_flagged_from} flags: "
+              f"{', '.join(flagged) or 'none'}")
     train.preflight(cfg)
     if a.seeds < 1:  # checked here too, to name the flag
         raise ValueError(f"--seeds must be >= 1, got {a.seeds}")
@@ -142,6 +149,8 @@ def build_parser(weights_notes: dict[str, str] | None = None) -> argparse.Argume
                    help="train N runs with seeds seed, seed+1, ... (one after another; with "
                         "--background all are launched and queue for the training slots)")
     t.add_argument("--no-wait", action="store_true", help="do not wait for a free training slot")
+    t.add_argument("--exclude-flagged-from", metavar="RUN",
+                   help="leave out the labels `data review RUN` flags (added to --exclude; files untouched)")
     add_config_flags(t, weights_notes)
     pr = sub.add_parser("predict", help="predict masks for a folder of images with a finished run")
     pr.add_argument("run", help="run id (folder name under --runs-dir) or run folder")

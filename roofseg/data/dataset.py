@@ -282,12 +282,18 @@ class SegData:
     notes: list[str]               # what was done to the data (resizing, exclusions)
 
 
-def excluded_pairs(rep: DataReport, exclude_flagged: bool = True) -> dict[str, str]:
+EXCLUDED_BY_CONFIG = "left out by the run config (exclude), e.g. a label a review flagged"
+
+
+def excluded_pairs(rep: DataReport, exclude_flagged: bool = True, names=()) -> dict[str, str]:
     """Stem -> reason for the pairs load_dataset leaves out: every flagged pair, or only the ones
-    that cannot be used at all (unreadable, label size differs) when exclude_flagged is False."""
+    that cannot be used at all (unreadable, label size differs) when exclude_flagged is False, and
+    the pairs `names` lists (the user's files are never touched: they are only not trained on)."""
     if exclude_flagged:
-        return dict(rep.flagged)
-    return {s: r for s, r in rep.flagged.items() if "unreadable" in r or "differs" in r}
+        out = dict(rep.flagged)
+    else:
+        out = {s: r for s, r in rep.flagged.items() if "unreadable" in r or "differs" in r}
+    return {**out, **{n: out.get(n, EXCLUDED_BY_CONFIG) for n in names}}
 
 
 def _resize(a: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -297,7 +303,7 @@ def _resize(a: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
     return np.asarray(im.resize((hw[1], hw[0]), Image.NEAREST if nearest else Image.BILINEAR))
 
 
-def load_dataset(root, image_size: int = 0, exclude_flagged: bool = True) -> SegData:
+def load_dataset(root, image_size: int = 0, exclude_flagged: bool = True, exclude=()) -> SegData:
     """Decode every usable pair and every unlabeled image once.
 
     image_size=0 keeps the native size when all images share one that is a multiple of 32;
@@ -306,7 +312,7 @@ def load_dataset(root, image_size: int = 0, exclude_flagged: bool = True) -> Seg
     """
     rep = check_dataset(root)
     pairs, unlabeled, _ = find_pairs(root)
-    excluded = excluded_pairs(rep, exclude_flagged)
+    excluded = excluded_pairs(rep, exclude_flagged, exclude)
     pairs = [p for p in pairs if p[0] not in excluded]
     unlabeled = [u for u in unlabeled if str(u[1]) not in rep.unreadable]
     imgs = {s: load_image(ip) for s, ip, _ in pairs} | {s: load_image(ip) for s, ip in unlabeled}

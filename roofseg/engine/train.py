@@ -167,7 +167,7 @@ def fit(cfg: RunConfig, run_dir, hook=None, log=print) -> dict:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = pick_device(cfg.device)
-    d = data.load_dataset(cfg.data, cfg.image_size, cfg.exclude_flagged)
+    d = data.load_dataset(cfg.data, cfg.image_size, cfg.exclude_flagged, cfg.excluded_names())
     for line in d.notes:
         log(line)
     n = len(d.names)
@@ -222,7 +222,12 @@ def preflight(cfg: RunConfig) -> data.DataReport:
     from roofseg.config import incompatible
     cfg.validate()
     rep = data.check_dataset(cfg.data)
-    usable = rep.n_pairs - len(data.excluded_pairs(rep, cfg.exclude_flagged))
+    labelled = {s for s, _, _ in data.find_pairs(cfg.data)[0]}
+    unknown = [n for n in cfg.excluded_names() if n not in labelled]
+    if unknown:
+        raise data.DataError(f"exclude={cfg.exclude!r}: {', '.join(unknown)} is not a labelled image of "
+                             f"{cfg.data}; name images by their file stem (e.g. 278)")
+    usable = rep.n_pairs - len(data.excluded_pairs(rep, cfg.exclude_flagged, cfg.excluded_names()))
     if not rep.n_pairs:
         raise data.DataError(f"{cfg.data}: no image has a label (labels/ missing, empty, or no file "
                              "names match): prediction-only data; training needs at least 2 pairs")

@@ -1,6 +1,7 @@
 """Tests for roofseg.store.results: the derived results table is complete, incremental and self-healing."""
 import json
 import multiprocessing
+import sys
 import shutil
 import time
 from pathlib import Path
@@ -135,7 +136,12 @@ def _finish_and_rebuild(runs_dir: str, i: int, barrier) -> None:
         results.rebuild(runs_dir)
 
 
-def test_runs_finishing_at_once_all_land_in_the_table(tmp_path):
+def test_runs_finishing_at_once_all_land_in_the_table(tmp_path, monkeypatch):
+    # spawn re-imports the parent's __main__ in each child; an AppTest earlier in this process
+    # leaves a page script there, which the children would then run. A bare __main__ keeps them
+    # to this module's function.
+    import types
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(4)
     procs = [ctx.Process(target=_finish_and_rebuild, args=(str(tmp_path), i, barrier)) for i in range(4)]

@@ -7,7 +7,6 @@ that failed, was cancelled or is still going is not an error: it is shown with w
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -19,21 +18,6 @@ from roofseg.store import compare, progress, runs
 from roofseg.store.runs import RunError
 
 LOG_LINES = 15  # log.txt lines shown for a run that did not finish: where it stopped and why
-
-
-def _read_json(run_id: str, path: Path, required: bool):
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        if required:
-            raise RunError(f"run {run_id}: {path.name} is missing") from None
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunError(f"run {run_id}: cannot read {path.name}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise RunError(f"run {run_id}: {path.name} is not valid JSON (corrupt or half-written)") from None
 
 
 def _finite(v) -> bool:
@@ -54,17 +38,17 @@ def load_run(run_dir) -> dict:
     if not d.is_dir():
         raise RunError(f"no run folder {d}")
     rid = d.name
-    cfg = _read_json(rid, d / "config.json", required=True)
+    cfg = runs.read_json_strict(rid, d / "config.json", required=True)
     if not isinstance(cfg, dict):
         raise RunError(f"run {rid}: config.json is not a JSON object of config fields")
     st = runs.status(d)  # a dead training process shows as failed, as on the Runs page
     state = st.get("state", "failed")
     done = state == "done"
     notes = []
-    summary = _read_json(rid, d / "summary.json", required=done)
+    summary = runs.read_json_strict(rid, d / "summary.json", required=done)
     if summary is not None and not isinstance(summary, dict):
         raise RunError(f"run {rid}: summary.json is not a JSON object")
-    per_image = _read_json(rid, d / "per_image.json", required=done)
+    per_image = runs.read_json_strict(rid, d / "per_image.json", required=done)
     if per_image is not None and not (isinstance(per_image, list) and all(isinstance(r, dict) for r in per_image)):
         raise RunError(f"run {rid}: per_image.json is not a list of per-image rows")
     if done and not (d / "metrics.jsonl").is_file():
@@ -77,7 +61,7 @@ def load_run(run_dir) -> dict:
         raise RunError(f"run {rid}: metrics.jsonl is corrupt ({bad} unreadable line(s), none readable)")
     if bad:  # a line cut short by a crash: the others still hold
         notes.append(f"{bad} unreadable line(s) in metrics.jsonl skipped")
-    env = _read_json(rid, d / "env.json", required=done)
+    env = runs.read_json_strict(rid, d / "env.json", required=done)
     if env is not None and not isinstance(env, dict):
         raise RunError(f"run {rid}: env.json is not a JSON object")
     if env is None:

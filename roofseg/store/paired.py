@@ -15,7 +15,6 @@ file raises RunError (a ValueError) with one line naming the run and the file.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -39,21 +38,6 @@ BOOKKEEPING = ("seed", "name", "notes", "sweep", "device", "num_threads", "amp")
 
 # ---------------------------------------------------------------------------------------------
 # reading run folders (strictly: a corrupt file is an error naming it, not an empty result)
-def _read_json_file(run_id: str, path: Path, required: bool):
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        if required:
-            raise RunError(f"run {run_id}: {path.name} is missing") from None
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunError(f"run {run_id}: cannot read {path.name}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise RunError(f"run {run_id}: {path.name} is not valid JSON (corrupt or half-written)") from None
-
-
 def _load(run_dir) -> dict:
     """A run folder as {dir, id, cfg (config.json over the defaults), state, error}."""
     d = Path(run_dir)
@@ -61,7 +45,7 @@ def _load(run_dir) -> dict:
         raise RunError(f"no run folder {d}")
     if not (d / "config.json").is_file():
         raise RunError(f"run {d.name}: config.json is missing (not a run folder?)")
-    cfg = _read_json_file(d.name, d / "config.json", required=True)
+    cfg = runs.read_json_strict(d.name, d / "config.json", required=True)
     if not isinstance(cfg, dict):
         raise RunError(f"run {d.name}: config.json is not a JSON object of config fields")
     st = runs.status(d)  # a dead process shows as failed, as on the Runs page
@@ -82,7 +66,7 @@ def _loads(run_dirs, side: str) -> list[dict]:
 def _per_image(r: dict) -> dict[str, dict] | None:
     """name -> per_image.json row, or None when the run has not written it yet."""
     if "per_image" not in r:
-        rows = _read_json_file(r["id"], r["dir"] / "per_image.json", required=False)
+        rows = runs.read_json_strict(r["id"], r["dir"] / "per_image.json", required=False)
         if rows is not None and not (isinstance(rows, list) and all(isinstance(x, dict) for x in rows)):
             raise RunError(f"run {r['id']}: per_image.json is not a list of per-image rows")
         r["per_image"] = None if rows is None else {str(x["name"]): x for x in rows if "name" in x}
@@ -90,7 +74,7 @@ def _per_image(r: dict) -> dict[str, dict] | None:
 
 
 def _summary(r: dict) -> dict:
-    s = _read_json_file(r["id"], r["dir"] / "summary.json", required=False)
+    s = runs.read_json_strict(r["id"], r["dir"] / "summary.json", required=False)
     if s is not None and not isinstance(s, dict):
         raise RunError(f"run {r['id']}: summary.json is not a JSON object")
     return s or {}

@@ -57,6 +57,23 @@ def read_json(path, default=None):
         return default
 
 
+def read_json_strict(run_id: str, path: Path, required: bool):
+    """A run file's JSON, strictly: missing (when required), unreadable or corrupt -> a RunError
+    naming the run and the file (read_json instead forgives all three, for live views)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if required:
+            raise RunError(f"run {run_id}: {path.name} is missing") from None
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"run {run_id}: cannot read {path.name}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise RunError(f"run {run_id}: {path.name} is not valid JSON (corrupt or half-written)") from None
+
+
 def checkpoint_paths(run_dir) -> list[Path]:
     """best.pt, or best_fold0.pt, best_fold1.pt, ... in fold order."""
     ps = list(Path(run_dir).glob("best*.pt"))

@@ -19,7 +19,7 @@ ARCHS = choices.ARCHS.names()
 # A curated set of encoders that construct offline and suit 256 px inputs on a laptop; any other
 # smp encoder name is accepted too (model.factory.build_model says clearly when a pair does not build).
 ENCODERS = choices.ENCODERS.names()
-# Pairs smp refuses to build (checked against smp 0.6.0 by tests/test_models.py::test_compat_table).
+# Pairs smp refuses to build (checked against smp 0.6.0 by tests/model/test_models.py::test_compat_table).
 _NOT_WITH = {
     "mit_": ({"UnetPlusPlus", "Linknet"}, "Mix Transformer encoders have no stride-2 stem features"),
     "densenet": ({"DeepLabV3", "DeepLabV3Plus", "PAN"}, "DenseNet encoders cannot be dilated"),

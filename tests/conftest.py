@@ -5,6 +5,8 @@ tests that modify data copy it first.
 """
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -75,3 +77,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def readonly(monkeypatch):
+    """make(folder): the folder refuses new entries, as a read-only mount would (EACCES)."""
+    made = []
+
+    def make(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            made.append(folder)
+            return folder
+        real = os.mkdir  # Path.mkdir goes through os.mkdir
+
+        def mkdir(path, *a, **kw):
+            if Path(path).parent == folder:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real(path, *a, **kw)
+        monkeypatch.setattr(os, "mkdir", mkdir)
+        return folder
+    yield make
+    for f in made:
+        f.chmod(0o755)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -71,12 +72,12 @@ def test_pages_that_only_read_run_folders_import_no_torch(page):
     """Executes the page file's own top-level imports in a fresh interpreter (as a first visit)."""
     import ast
     from pathlib import Path
-    src = (Path(__file__).resolve().parents[1] / "pages" / f"{page}.py").read_text()
+    src = (Path(__file__).resolve().parents[2] / "pages" / f"{page}.py").read_text()
     imports = [ast.get_source_segment(src, n) for n in ast.parse(src).body
                if isinstance(n, (ast.Import, ast.ImportFrom))]
     code = "\n".join(imports) + "\nimport sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip().splitlines()[-1] == "False"
 

@@ -5,7 +5,6 @@ names, sizes and values; the same seed gives the same numbers; the hook sees eve
 preflight refuses bad runs before a folder exists.
 """
 import json
-import math
 import shutil
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
+from fakes import check_run_folder, stems
 from roofseg.data import dataset as data
 from roofseg.engine import predict
 from roofseg.model import checkpoint
@@ -21,74 +21,6 @@ from roofseg.engine import train
 from roofseg.exec import worker
 from roofseg.config import RunConfig
 from roofseg.model.factory import ModelError
-
-ROW_KEYS = {"fold", "epoch", "train_loss", "val_loss", "val_dice", "val_iou", "val_precision",
-            "val_recall", "val_accuracy", "val_dice_img", "val_iou_img", "lr", "epoch_s",
-            "best_val_dice", "time"}
-
-
-def stems(folder):
-    return sorted(p.stem for p in folder.iterdir())
-
-
-def check_run_folder(run_dir, data_dir, epochs: int, folds: int = 0) -> dict:
-    """Assert a finished run folder is complete and consistent; return its summary."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    labelled = sorted(set(stems(data_dir / "labels")) - set(summary["excluded"]))
-    unlabeled = sorted(set(stems(data_dir / "images")) - set(stems(data_dir / "labels")))
-    cfg = RunConfig.load(run_dir / "config.json")
-    # status: done, with the worker's pid and times in order
-    st = json.loads((run_dir / "status.json").read_text())
-    assert st["state"] == "done", st
-    assert isinstance(st["pid"], int) and st["created"] <= st["started"] <= st["ended"]
-    # metrics: one flushed row per epoch and fold, every column a plotter expects
-    rows, bad = runs.read_metrics(run_dir)
-    n_models = folds if folds >= 2 else 1
-    assert bad == 0 and len(rows) == epochs * n_models
-    for r in rows:
-        assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
-        assert all(math.isfinite(r[k]) for k in ROW_KEYS), r
-        assert 0 <= r["val_dice"] <= 1 and r["lr"] > 0 and r["epoch_s"] > 0
-    assert [(r["fold"], r["epoch"]) for r in rows] == [(f, e) for f in range(n_models)
-                                                       for e in range(1, epochs + 1)]
-    # weights: one file per model, the config frozen inside, loadable without running code
-    names = ["best.pt"] if n_models == 1 else [f"best_fold{i}.pt" for i in range(n_models)]
-    assert [p.name for p in runs.checkpoint_paths(run_dir)] == names
-    for i, name in enumerate(names):
-        ck = checkpoint.load_checkpoint(run_dir / name)
-        assert ck["config"] == cfg.to_dict() and ck["fold"] == i
-        fold_rows = [r for r in rows if r["fold"] == i]
-        best = max(fold_rows, key=lambda r: r["val_dice"])
-        assert ck["val_dice"] == best["val_dice"] and ck["epoch"] == best["epoch"]
-        assert summary["per_fold"][i]["val_dice"] == best["val_dice"]
-    _, frozen = predict.load_model(run_dir / names[0])  # rebuilds from the config inside
-    assert frozen == cfg
-    # summary
-    assert summary["folds"] == n_models and summary["epochs"] == epochs and summary["pairs"] == len(labelled)
-    assert 0 <= summary["val_dice"] <= 1 and len(summary["per_fold"]) == n_models
-    # per-image rows and predicted masks: every validation image once, at its file's size
-    per_img = json.loads((run_dir / "per_image.json").read_text())
-    val_names = [r["name"] for r in per_img]
-    assert len(val_names) == len(set(val_names)) and set(val_names) <= set(labelled)
-    for r in per_img:
-        assert 0 <= r["dice"] <= 1 and r["tp"] + r["fp"] + r["fn"] + r["tn"] > 0
-    pred = run_dir / "predictions"
-    assert stems(pred / "val") == stems(pred / "val_prob") == sorted(val_names)
-    assert stems(pred / "test") == stems(pred / "test_prob") == unlabeled
-    for sub, src in (("val", "images"), ("val_prob", "images"), ("test", "images"), ("test_prob", "images")):
-        for p in (pred / sub).iterdir():
-            assert p.suffix == ".png"
-            im = Image.open(p)
-            assert im.mode == "L" and im.size == Image.open(data_dir / src / p.name).size, p
-            if sub in ("val", "test"):
-                assert set(np.unique(np.asarray(im))) <= {0, 255}, p
-    # log and environment
-    log = (run_dir / "log.txt").read_text()
-    assert "started" in log and log.rstrip().endswith("done")
-    env = json.loads((run_dir / "env.json").read_text())
-    assert env["torch"] and env["smp"] and "torchvision_guard" in env
-    return summary
-
 
 def run_with_hook(cfg, runs_dir):
     events = []

@@ -18,13 +18,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_config
+from fakes import make_zip, truncate, huge_png
 from roofseg.data import fetch
 from roofseg.store import runs
 from roofseg.config import RunConfig
-from test_fetch import make_zip
-from test_reliability import huge_png, readonly, truncate  # noqa: F401  (readonly is a fixture)
 
-PAGES = Path(__file__).resolve().parents[1] / "pages"
+PAGES = Path(__file__).resolve().parents[2] / "pages"
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from roofseg.data import fetch
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "data.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "data.py")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from roofseg.store import runs
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 @pytest.fixture

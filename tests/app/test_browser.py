@@ -6,7 +6,7 @@ order (a user's session): Data -> Train (a live run, then a cancelled one) -> Ru
 Predict. Screenshots go to test-artifacts/; with ROOFSEG_UPDATE_DOCS=1 the two used in README.md
 are also written, shrunk, to docs/.
 
-Run them with `pytest -m browser tests/test_browser.py`: about a minute on a busy 2-core machine.
+Run them with `pytest -m browser tests/app/test_browser.py`: about a minute on a busy 2-core machine.
 """
 from __future__ import annotations
 

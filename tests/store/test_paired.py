@@ -6,49 +6,14 @@ written directly): the numbers are known, so the verdicts are too. No training.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from roofseg.cli import main as cli
-from roofseg.config import RunConfig
 from roofseg.store import paired, runs
 from roofseg.store.runs import RunError
-
-A_FOLDS = [0.70, 0.72, 0.68, 0.71, 0.69]
-NAMES = [f"img{i:02d}" for i in range(25)]
-EPOCHS = 3
-
-
-def fake_run(runs_dir: Path, run_id: str, fold_dice, *, data="data", folds=5, seed=0, state="done",
-             image_dice=None, names=NAMES, epochs_done=None, **cfg) -> Path:
-    """A run folder whose fold f ends (epoch EPOCHS) at val_dice fold_dice[f], climbing 0.05 an
-    epoch before; val_iou = Dice/(2 - Dice). per_image.json: image i in fold i % k."""
-    d = Path(runs_dir) / run_id
-    d.mkdir(parents=True)
-    data = str(Path(runs_dir).parent / data)
-    runs.write_json(d / "config.json", {**RunConfig().to_dict(), "data": data, "folds": folds,
-                                        "seed": seed, "epochs": EPOCHS, "name": run_id, **cfg})
-    runs.write_json(d / "status.json", {"state": state, "created": 1.0e9,
-                                        **({"error": "CUDA out of memory"} if state == "failed" else {})})
-    k = max(folds, 1)
-    for f, final in enumerate(fold_dice):
-        for e in range(1, (epochs_done or EPOCHS) + 1):
-            dice = final - 0.05 * (EPOCHS - e)
-            runs.append_metrics(d, {"fold": f, "epoch": e, "train_loss": 1.0 / e, "val_dice": dice,
-                                    "val_iou": dice / (2 - dice), "epoch_s": 0.1})
-    if image_dice is not None:
-        rows = [{"name": n, "fold": i % k, "dice": float(v), "iou": float(v / (2 - v)),
-                 "tp": 10, "fp": 1, "fn": 1, "tn": 100} for i, (n, v) in enumerate(zip(names, image_dice))]
-        runs.write_json(d / "per_image.json", rows)
-    runs.write_json(d / "summary.json", {"folds": k, "pairs": len(names), "val_dice": float(np.mean(fold_dice))})
-    return d
-
-
-def images_a(seed=0):
-    return 0.7 + np.random.default_rng(seed).normal(0, 0.05, len(NAMES))
-
+from fakes import A_FOLDS, NAMES, fake_run, images_a
 
 @pytest.fixture
 def win(tmp_path):

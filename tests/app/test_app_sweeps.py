@@ -13,7 +13,7 @@ from roofseg.sweep import study as sweep
 from roofseg.sweep.study import SweepSpec
 from roofseg.sweep.worker import run_worker
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "sweeps.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "sweeps.py")
 
 
 @pytest.fixture

@@ -1,18 +1,16 @@
 """Tests for roofseg.data.fetch: safe zip extraction and the DIDA download, against 127.0.0.1 only."""
 import http.server
-import io
 import socket
-import stat
 import threading
 import time
 import uuid
-import zipfile
 from pathlib import Path
 
 import pytest
 
 import roofseg.model  # noqa: F401  (the torchvision guard runs before timm/smp import)
 from roofseg.data.fetch import FetchError, extract_dataset_zip, fetch_dida
+from fakes import make_zip
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # content is never decoded here
 
@@ -22,19 +20,6 @@ def no_proxy(monkeypatch):
     """A proxy from the environment would take our 127.0.0.1 requests elsewhere."""
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-
-
-def make_zip(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-        for name, target in symlinks.items():
-            info = zipfile.ZipInfo(name)
-            info.create_system = 3  # unix, so external_attr carries the mode
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, target)
-    return buf.getvalue()
 
 
 def dataset_entries(prefix="a/b/") -> dict[str, bytes]:

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from conftest import tiny_config
+from fakes import fake_finished_run, truncate, huge_png
 from roofseg.cli import main as cli
 from roofseg.data import dataset as data
 from roofseg.engine import predict
@@ -35,9 +36,8 @@ from roofseg.model import checkpoint
 from roofseg.store import runs
 from roofseg.engine import train
 from roofseg.exec import control, worker
-from test_results import fake_finished_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(capsys, *argv):
@@ -48,41 +48,6 @@ def main(capsys, *argv):
 
 def stems(folder: Path) -> list[str]:
     return sorted(p.stem for p in folder.iterdir())
-
-
-def truncate(path: Path) -> None:
-    b = path.read_bytes()
-    path.write_bytes(b[: len(b) // 2])
-
-
-def huge_png(path: Path) -> Path:
-    """5000 x 5000 pixels, a few KB on disk (1 bit per pixel, all zero)."""
-    Image.new("1", (5000, 5000)).save(path)
-    return path
-
-
-@pytest.fixture
-def readonly(monkeypatch):
-    """make(folder): the folder refuses new entries, as a read-only mount would (EACCES)."""
-    made = []
-
-    def make(folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() != 0:
-            folder.chmod(0o555)
-            made.append(folder)
-            return folder
-        real = os.mkdir  # Path.mkdir goes through os.mkdir
-
-        def mkdir(path, *a, **kw):
-            if Path(path).parent == folder:
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-            return real(path, *a, **kw)
-        monkeypatch.setattr(os, "mkdir", mkdir)
-        return folder
-    yield make
-    for f in made:
-        f.chmod(0o755)
 
 
 # ---------------------------------------------------------------------------------------------

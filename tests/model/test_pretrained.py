@@ -51,10 +51,10 @@ def test_converted_weights_classify_photos_as_imagenet_does(encoder):
     if weights.packaged_file(encoder) is None:
         pytest.skip(f"{encoder}: package not installed")
     net = _classifier(encoder)
-    cat = _probs(net, HERE / "data" / "cat_chelsea.jpg")
+    cat = _probs(net, HERE / "images" / "cat_chelsea.jpg")
     assert int(cat.argmax()) in range(281, 286), cat.topk(3)  # tabby / tiger / Persian / ... / Egyptian cat
     assert float(cat[281:286].sum()) > 0.5
-    cup = _probs(net, HERE / "data" / "coffee_cup.jpg")
+    cup = _probs(net, HERE / "images" / "coffee_cup.jpg")
     assert int(cup.argmax()) == 967, cup.topk(3)  # espresso
 
 

@@ -24,7 +24,7 @@ from roofseg.config import ConfigError, RunConfig
 from roofseg.sweep.study import SweepSpec
 from roofseg.sweep.worker import run_worker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tagged_runs(runs_dir, name) -> set[str]:

@@ -9,9 +9,9 @@ import pytest
 
 from roofseg.data import dataset as data
 from roofseg.store import runs
-from test_train import check_run_folder
+from fakes import check_run_folder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNLABELED = {"535", "537", "539", "551", "553"}
 
 

@@ -21,7 +21,7 @@ import streamlit.testing.v1.app_test as app_test_module
 from roofseg.data import dataset as data
 from roofseg.engine import predict
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "predict.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "predict.py")
 
 
 @pytest.fixture

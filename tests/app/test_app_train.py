@@ -2,7 +2,7 @@
 
 AppTest runs the live fragment as part of each script run, so these tests poll the run folder
 themselves (runs.status) and then re-run the page, rather than rely on run_every timing. The live
-refresh itself, in a real browser, is tests/test_browser.py::test_the_curve_grows_live_until_the_run_finishes.
+refresh itself, in a real browser, is tests/app/test_browser.py::test_the_curve_grows_live_until_the_run_finishes.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from roofseg.exec import control
 from roofseg.store import runs
 from roofseg.config import RunConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "pages" / "train.py")
 
 

@@ -20,9 +20,9 @@ from roofseg.cli import main as cli
 from roofseg.exec import control
 from roofseg.store import runs
 from roofseg.config import RunConfig
-from test_train import check_run_folder
+from fakes import check_run_folder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def roofseg_cmd(*args, timeout=300):

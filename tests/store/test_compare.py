@@ -10,26 +10,10 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_config
+from fakes import make_kfold_run, seed_run, A_FOLDS, fake_run, images_a
 from roofseg.store import compare
-from roofseg.engine import predict
 from roofseg.store import results
 from roofseg.store import runs
-
-
-def make_kfold_run(runs_dir: Path, data: Path, name: str = "kfold-fake") -> Path:
-    """A hand-made finished 3-fold run without weights: val_dice = 0.1*epoch + 0.1*fold, so each
-    epoch's folds are (0.1, 0.2, 0.3) + 0.1*(epoch-1): mean 0.2 + 0.1*(epoch-1), std 0.1."""
-    d = Path(runs_dir) / f"20200101-000000-{name}"
-    d.mkdir(parents=True)
-    tiny_config(data, folds=3, name=name).save(d / "config.json")
-    runs.write_json(d / "status.json", {"state": "done", "created": 1.0e9})
-    for fold in range(3):
-        for epoch in (1, 2):
-            runs.append_metrics(d, {"fold": fold, "epoch": epoch, "train_loss": 1.0 / epoch,
-                                    "val_dice": 0.1 * epoch + 0.1 * fold, "epoch_s": 0.1})
-    runs.write_json(d / "summary.json", {"folds": 3, "val_dice": 0.3, "val_dice_std": 0.1,
-                                         "val_iou": 0.2, "val_iou_std": 0.05, "minutes": 0.5})
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -157,20 +141,10 @@ def test_select_runs_filters_and_sorts(finished_runs, tmp_path, demo64):
     assert pd.api.types.is_datetime64_any_dtype(by["created"])
 
 
-def _seed_run(runs_dir: Path, data: Path, seed: int, dice: float, **cfg) -> Path:
-    """A hand-made finished holdout run with the given seed, val Dice and config fields."""
-    d = Path(runs_dir) / f"20200101-00000{seed}-{cfg.get('loss', 'bce_dice')}-s{seed}"
-    d.mkdir(parents=True)
-    tiny_config(data, seed=seed, name=f"seed {seed}", **cfg).save(d / "config.json")
-    runs.write_json(d / "status.json", {"state": "done", "created": 1.0e9})
-    runs.write_json(d / "summary.json", {"folds": 1, "val_dice": dice, "val_iou": dice / 2})
-    return d
-
-
 def test_across_seeds_pools_runs_that_differ_only_in_seed(tmp_path, demo64):
-    a = [_seed_run(tmp_path, demo64, s, v) for s, v in ((0, 0.70), (1, 0.80), (2, 0.90))]
-    b = [_seed_run(tmp_path, demo64, s, v, loss="dice") for s, v in ((0, 0.60), (1, 0.64))]
-    lone = _seed_run(tmp_path / "x", demo64, 5, 0.5, loss="focal")
+    a = [seed_run(tmp_path, demo64, s, v) for s, v in ((0, 0.70), (1, 0.80), (2, 0.90))]
+    b = [seed_run(tmp_path, demo64, s, v, loss="dice") for s, v in ((0, 0.60), (1, 0.64))]
+    lone = seed_run(tmp_path / "x", demo64, 5, 0.5, loss="focal")
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     tiny_config(demo64, seed=9).save(unfinished / "config.json")  # no summary.json: left out
@@ -187,8 +161,8 @@ def test_across_seeds_pools_runs_that_differ_only_in_seed(tmp_path, demo64):
 # ---------------------------------------------------------------------------------------------
 # is the difference real? (the Compare page's paired comparisons)
 def test_seed_groups_keep_unfinished_runs_and_the_order(tmp_path, demo64):
-    a = [_seed_run(tmp_path, demo64, s, 0.7) for s in (0, 1)]
-    b = _seed_run(tmp_path, demo64, 0, 0.6, loss="dice")
+    a = [seed_run(tmp_path, demo64, s, 0.7) for s in (0, 1)]
+    b = seed_run(tmp_path, demo64, 0, 0.6, loss="dice")
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     tiny_config(demo64, seed=9).save(unfinished / "config.json")  # no summary.json: still a seed of a
@@ -196,7 +170,6 @@ def test_seed_groups_keep_unfinished_runs_and_the_order(tmp_path, demo64):
 
 
 def test_paired_comparisons_pool_seeds_per_side_against_the_baseline(tmp_path):
-    from test_paired import A_FOLDS, fake_run, images_a
     rd = tmp_path / "runs"
     a = [fake_run(rd, f"A{s}", A_FOLDS, seed=s, image_dice=images_a(s)) for s in (0, 1)]
     b = [fake_run(rd, f"B{s}", np.add(A_FOLDS, 0.03), seed=s, loss="dice", image_dice=images_a(s) + 0.03)

@@ -12,6 +12,7 @@ import pytest
 from roofseg.store import results
 from roofseg.store import runs
 from roofseg.config import LOSSES, RunConfig
+from fakes import fake_finished_run
 
 
 @pytest.fixture
@@ -20,17 +21,6 @@ def runs_copy(finished_runs, tmp_path):
     dst = tmp_path / "runs"
     shutil.copytree(finished_runs, dst)
     return dst
-
-
-def fake_finished_run(runs_dir, name, val_dice, loss="dice"):
-    """A run folder as a finished worker leaves it, without training."""
-    d = Path(runs_dir) / name
-    d.mkdir(parents=True)
-    RunConfig(loss=loss, epochs=3).save(d / "config.json")
-    now = time.time()
-    runs.write_json(d / "status.json", {"state": "done", "created": now, "started": now, "ended": now})
-    runs.write_json(d / "summary.json", {"val_dice": val_dice, "val_dice_std": 0.0, "folds": 1, "minutes": 0.1})
-    return d
 
 
 def count_run_row(monkeypatch):

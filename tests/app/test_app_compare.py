@@ -10,12 +10,12 @@ from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_config
+from fakes import make_kfold_run, seed_run, A_FOLDS, fake_run, images_a
 from roofseg.store import compare
 from roofseg.store import paired
 from roofseg.store import runs
-from test_compare import make_kfold_run
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "compare.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "compare.py")
 
 
 def open_compare(runs_dir, data, selected, monkeypatch) -> AppTest:
@@ -109,9 +109,8 @@ def test_kfold_run_gets_a_band(finished_runs, demo64, tmp_path, monkeypatch):
 
 
 def test_runs_that_differ_only_in_seed_show_mean_and_std(finished_runs, demo64, tmp_path, monkeypatch):
-    from test_compare import _seed_run
     runs_dir = tmp_path / "runs"
-    seeded = [_seed_run(runs_dir, demo64, s, v) for s, v in ((0, 0.6), (1, 0.8))]
+    seeded = [seed_run(runs_dir, demo64, s, v) for s, v in ((0, 0.6), (1, 0.8))]
     at = open_compare(runs_dir, demo64, [d.name for d in seeded], monkeypatch)
     assert not at.exception, at.exception
     assert "Across seeds" in [h.value for h in at.subheader]
@@ -173,7 +172,6 @@ def test_a_failed_run_is_said_not_a_traceback(finished_runs, demo64, tmp_path, m
 
 
 def test_seeds_of_the_baseline_pool_into_side_a(tmp_path, demo64, monkeypatch):
-    from test_paired import A_FOLDS, fake_run, images_a
     rd = tmp_path / "runs"
     a = [fake_run(rd, f"A{s}", A_FOLDS, seed=s, image_dice=images_a(s)) for s in (0, 1)]
     b = fake_run(rd, "B", [x + 0.03 for x in A_FOLDS], seed=0, loss="dice", image_dice=images_a() + 0.03)

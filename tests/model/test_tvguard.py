@@ -9,7 +9,7 @@ import pytest
 
 from roofseg.model import tvguard as _tvguard
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_fresh_interpreter_imports_torchvision_and_smp():

@@ -228,5 +228,5 @@ def test_cli_missing_run_is_one_line(holdouts, tmp_path, capsys):
 def test_template_is_package_data():
     from importlib import resources
     assert (resources.files("roofseg.report") / "templates" / "report.html").is_file()
-    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert 'roofseg = ["report/templates/*.html"]' in text

@@ -29,4 +29,7 @@ with st.sidebar:
 goto = st.session_state.pop("roofseg_goto", None)  # set by pages.common.ensure_routed
 if goto:  # a deep link that arrived before this script had ever run: go on to it
     st.switch_page(goto)
-page.run()
+try:
+    page.run()
+finally:  # also after st.rerun/st.switch_page, which end a run by raising
+    common.preload_torch_layers()

@@ -71,6 +71,34 @@ def mark_app_ran() -> None:
     _app_ran = True
 
 
+_preloading = None      # the thread that imports the torch layers (see preload_torch_layers)
+
+
+def preload_torch_layers() -> None:
+    """Once per server process, import what Train and Predict need (torch, smp, timm: seconds on a
+    busy CPU) in a background thread, after the first page has been drawn.
+
+    The Data, Runs, Compare and Sweeps pages never import torch, so the app opens without it; but
+    a user's first click to Train would otherwise wait for those imports. Started here, they are
+    usually done by the time anyone clicks (Python's import lock makes an early click wait for the
+    thread rather than import twice).
+    """
+    global _preloading
+    if _preloading is None:
+        import threading
+
+        def load():
+            try:
+                import roofseg.engine.predict  # noqa: F401
+                import roofseg.engine.train  # noqa: F401
+                import roofseg.model.weights  # noqa: F401
+            except Exception:  # the page that needs them imports them again and shows the error
+                pass
+
+        _preloading = threading.Thread(target=load, name="roofseg-preload", daemon=True)
+        _preloading.start()
+
+
 def ensure_routed(page_file: str) -> None:
     """Send a page that runs outside app.py's navigation through app.py first.
 

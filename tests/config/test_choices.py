@@ -82,6 +82,20 @@ def test_pages_that_only_read_run_folders_import_no_torch(page):
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
+def test_the_app_loads_the_torch_layers_in_the_background_once():
+    """app.py opens without torch, then pages.common.preload_torch_layers imports what Train and
+    Predict need in one background thread, so a first click there does not wait for it."""
+    code = ("import sys, threading; from pages import common; "
+            "before = 'torch' in sys.modules; common.preload_torch_layers(); t = common._preloading; "
+            "common.preload_torch_layers(); again = common._preloading is t; t.join(300); "
+            "print(before, again, t.daemon, 'segmentation_models_pytorch' in sys.modules, "
+            "'roofseg.engine.train' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=360,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.split() == ["False", "True", "True", "True", "True"], out.stdout
+
+
 def test_train_help_explains_each_choice_and_where_weights_are(capsys):
     """`--help` shows the same why-texts as the Train form and the report, and per encoder whether
     its ImageNet weights are on this machine."""

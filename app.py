@@ -32,4 +32,4 @@ if goto:  # a deep link that arrived before this script had ever run: go on to i
 try:
     page.run()
 finally:  # also after st.rerun/st.switch_page, which end a run by raising
-    common.preload_torch_layers()
+    common.preload()

@@ -47,9 +47,10 @@ def free_port() -> int:
 
 
 class AppServer:
-    """`streamlit run app.py` in a child process; `url`, `log` (its output) and `stop()`."""
+    """`streamlit run app.py` (or `script`) in a child process; `url`, `log` (its output) and `stop()`."""
 
-    def __init__(self, runs_dir: Path, data: Path, data_root: Path, log: Path, extra_env=None):
+    def __init__(self, runs_dir: Path, data: Path, data_root: Path, log: Path, extra_env=None,
+                 script: str = "app.py"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.runs_dir, self.log = Path(runs_dir), Path(log)
@@ -58,7 +59,7 @@ class AppServer:
                    PYTHONUNBUFFERED="1", **(extra_env or {}))
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
                  "--server.port", str(self.port), "--server.address", "127.0.0.1",
                  "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -109,8 +110,8 @@ def cancel_active(runs_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def app_server(runs_dir: Path, data: Path, data_root: Path, log: Path, extra_env=None):
-    server = AppServer(runs_dir, data, data_root, log, extra_env)
+def app_server(runs_dir: Path, data: Path, data_root: Path, log: Path, extra_env=None, script="app.py"):
+    server = AppServer(runs_dir, data, data_root, log, extra_env, script)
     try:
         server.wait_healthy()
         yield server

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import altair as alt
 import streamlit as st
 
 from roofseg.data.demo import ensure_demo
@@ -71,29 +70,34 @@ def mark_app_ran() -> None:
     _app_ran = True
 
 
-_preloading = None      # the thread that imports the torch layers (see preload_torch_layers)
+_preloading = None      # the thread that imports the other pages' modules (see preload)
+# What the pages after the first one import, lightest first: charts, the results table, optuna for
+# Sweeps, then torch, smp and timm for Train and Predict (seconds on a busy CPU)
+PRELOAD = ("altair", "roofseg.store.results", "roofseg.store.compare", "roofseg.store.review", "scipy.stats",
+           "optuna", "roofseg.sweep.study", "roofseg.sweep.report", "roofseg.model.weights",
+           "roofseg.engine.predict", "roofseg.engine.train")
 
 
-def preload_torch_layers() -> None:
-    """Once per server process, import what Train and Predict need (torch, smp, timm: seconds on a
-    busy CPU) in a background thread, after the first page has been drawn.
+def preload() -> None:
+    """Once per server process, import what the other pages need in a background thread, after the
+    first page has been drawn.
 
-    The Data, Runs, Compare and Sweeps pages never import torch, so the app opens without it; but
-    a user's first click to Train would otherwise wait for those imports. Started here, they are
-    usually done by the time anyone clicks (Python's import lock makes an early click wait for the
-    thread rather than import twice).
+    The Data page, drawn first, imports neither charts nor optuna nor torch, so the app opens
+    without them; but a user's first click to Sweeps, Train or Predict would otherwise wait for
+    those imports. Started here, they are usually done by the time anyone clicks (Python's import
+    lock makes an early click wait for the thread rather than import twice).
     """
     global _preloading
     if _preloading is None:
+        import importlib
         import threading
 
         def load():
-            try:
-                import roofseg.engine.predict  # noqa: F401
-                import roofseg.engine.train  # noqa: F401
-                import roofseg.model.weights  # noqa: F401
-            except Exception:  # the page that needs them imports them again and shows the error
-                pass
+            for name in PRELOAD:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # the page that needs it imports it again and shows the error
+                    pass
 
         _preloading = threading.Thread(target=load, name="roofseg-preload", daemon=True)
         _preloading.start()
@@ -123,17 +127,19 @@ ZOOM_GESTURE = "wheel![event.shiftKey]"
 
 def zoomable(chart, encodings=("x",)):
     """chart with shift+wheel zoom and drag pan on the `encodings` axes (continuous ones only)."""
+    import altair as alt  # here, not at the top: the Data page (the first one drawn) has no chart
     return chart.add_params(alt.selection_interval(bind="scales", encodings=list(encodings),
                                                    zoom=ZOOM_GESTURE))
 
 
-def epoch_x(field: str, title: str, epochs) -> alt.X:
+def epoch_x(field: str, title: str, epochs) -> "alt.X":
     """An x encoding for epochs (whole numbers, 1-based).
 
     Ticks are integers ("1", never "1.000000" while one epoch is logged) and the axis spans exactly
     the logged epochs (`epochs`, any iterable), not a "nice" range that reaches 0 or below; a few
     pixels of padding keep the first and last points whole (zoomable charts clip their marks).
     """
+    import altair as alt  # (see zoomable)
     values = [float(e) for e in epochs]
     lo, hi = (min(values), max(values)) if values else (1.0, 1.0)
     # a single epoch has no extent: half an epoch each side keeps its one integer tick in the middle

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from pages import common
@@ -165,6 +164,7 @@ def show_report(path: Path) -> data.DataReport | None:
                 + [(f, "label without an image") for f in rep.orphan_labels]
                 + [(s, f"warning (kept): {why}") for s, why in rep.warnings.items()])
     if findings:
+        import pandas as pd  # here, not at the top: this page is the first drawn, and most datasets have no findings
         st.warning(f"{len(findings)} finding(s); flagged pairs are left out of training "
                    "unless the run's exclude_flagged is off; warned ones are trained on.")
         st.dataframe(pd.DataFrame(findings, columns=["image or file", "finding"]), hide_index=True)
@@ -237,6 +237,7 @@ def show_review(path: Path) -> None:
         return
     flagged = [r for r in rev["images"] if r["flagged"]]
     st.markdown(f"**{len(flagged)}** of {len(rev['images'])} labels flagged. {rev['rule'][0].upper() + rev['rule'][1:]}.")
+    import pandas as pd  # (see show_report)
     table = pd.DataFrame(rev["images"]).assign(flag=lambda df: df["flagged"].map({True: "⚑", False: ""}))
     st.dataframe(table[list(REVIEW_COLUMNS)].rename(columns=REVIEW_COLUMNS), hide_index=True,
                  column_config={"score": st.column_config.NumberColumn(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -28,12 +27,14 @@ TREE = np.float32([42, 64, 34])
 
 def _noise(rng, n, cells):
     """Smooth value noise in about [0, 1]: a cells x cells random grid upsampled to n x n."""
+    import cv2  # here, not at the top: the app imports this module (ensure_demo) for its first page
     grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
     return cv2.resize(grid, (n, n), interpolation=cv2.INTER_CUBIC)
 
 
 def _cover(shape, poly):
     """Anti-aliased coverage of a polygon in its tight box: (box slices, float32 0..1) or None."""
+    import cv2  # (see _noise)
     pts = np.asarray(poly, np.float64).reshape(-1, 2)
     x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - 1, 0)
     x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + 2, [shape[1], shape[0]])
@@ -83,6 +84,7 @@ def _roof_planes(c, u, length, width, kind):
 
 def _draw_roof(img, part, colour, sun, tex, size_px, rng):
     """Draw one roof part: shaded planes, tile rows, ridge/hip lines, maybe a chimney or panels."""
+    import cv2  # (see _noise)
     c, u, length, width, kind = part
     planes, lines = _roof_planes(c, u, length, width, kind)
     period = max(2.0, size_px / 110)  # tile rows every ~2.3 output px at 256 px
@@ -130,6 +132,7 @@ def _draw_crown(img, ctr, r, poly, sun, tex, tone):
 
 def _road(img, occ, rng, n, width):
     """A straight or gently curved road across the scene, with kerbs, dashes and a few cars."""
+    import cv2  # (see _noise)
     ang = rng.uniform(0, np.pi)
     d = np.array([np.cos(ang), np.sin(ang)])
     p0, p2 = n / 2 + (rng.uniform(-0.35, 0.35, 2) * n) - d * n, n / 2 + d * n
@@ -208,6 +211,7 @@ def _plan_houses(rng, n, occ, mask, ang):
 
 def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One aerial scene: ((size, size, 4) uint8 RGBA, (size, size) uint8 roof mask, 0-255)."""
+    import cv2  # (see _noise)
     n = size * SS
     sun_ang = SUN_AZIMUTH + rng.normal(0, 0.15)
     sun = np.array([np.cos(sun_ang), -np.sin(sun_ang)])  # image coords: y points down

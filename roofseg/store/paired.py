@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from roofseg.config import RunConfig
 from roofseg.store import runs
@@ -197,6 +196,7 @@ def paired_stats(diffs, unit: str = "pairs") -> dict:
     if n == 1:
         out["test_why"] = f"one of {unit}: no interval and no test, only the direction"
         return out
+    from scipy import stats  # here, not at the top: 1.5 s to import, and the Runs page lists runs without it
     sd = float(d.std(ddof=1))
     half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * sd / math.sqrt(n)
     out.update(sd=sd, ci_low=out["diff"] - half, ci_high=out["diff"] + half)

@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from roofseg.data import dataset as data
 from roofseg.data import overlay
@@ -90,6 +89,7 @@ def min_region(hw) -> int:
 
 def _regions(mask: np.ndarray, min_px: int) -> tuple[np.ndarray, list[int]]:
     """(mask of the 8-connected regions of at least min_px pixels, their sizes largest first)."""
+    from scipy import ndimage  # here, not at the top: the Data page imports this module on its first paint
     lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if not n:
         return np.zeros_like(mask, bool), []
@@ -107,6 +107,7 @@ def disagreement(label, prob, t: dict[str, float], valid=None) -> tuple[np.ndarr
     y = np.asarray(label).astype(bool)
     p = np.asarray(prob, dtype=np.float64)
     v = np.ones(y.shape, bool) if valid is None else np.asarray(valid, bool)
+    from scipy import ndimage  # (see _regions)
     r = _opening_radius(y.shape)
     out = []
     for m in (~y & v & (p >= t["roof"]), y & v & (1.0 - p >= t["background"])):

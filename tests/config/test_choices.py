@@ -1,6 +1,7 @@
 """roofseg.choices: every option is declared once, explains itself, and builds (issues #11, #12)."""
 from __future__ import annotations
 
+import ast
 import subprocess
 from pathlib import Path
 import sys
@@ -82,18 +83,35 @@ def test_pages_that_only_read_run_folders_import_no_torch(page):
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_the_app_loads_the_torch_layers_in_the_background_once():
-    """app.py opens without torch, then pages.common.preload_torch_layers imports what Train and
-    Predict need in one background thread, so a first click there does not wait for it."""
-    code = ("import sys, threading; from pages import common; "
-            "before = 'torch' in sys.modules; common.preload_torch_layers(); t = common._preloading; "
-            "common.preload_torch_layers(); again = common._preloading is t; t.join(300); "
-            "print(before, again, t.daemon, 'segmentation_models_pytorch' in sys.modules, "
+def test_the_first_page_drawn_imports_nothing_heavy():
+    """app.py and the Data page (the first paint of a fresh server) import no torch, pandas,
+    scipy, altair, cv2 or optuna: those load later, in the background (bench/first_paint.py)."""
+    root = Path(__file__).resolve().parents[2]
+    imports = []
+    for f in ("app.py", "pages/data.py"):
+        src = (root / f).read_text()
+        imports += [ast.get_source_segment(src, n) for n in ast.parse(src).body
+                    if isinstance(n, (ast.Import, ast.ImportFrom)) and getattr(n, "module", None) != "__future__"]
+    heavy = ("torch", "pandas", "scipy", "altair", "cv2", "optuna")
+    code = "\n".join(imports) + f"\nimport sys; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_app_loads_the_other_pages_modules_in_the_background_once():
+    """app.py opens without torch, optuna or altair, then pages.common.preload imports what Sweeps,
+    Train and Predict need in one background thread, so a first click there does not wait for it."""
+    heavy = ("torch", "segmentation_models_pytorch", "optuna", "altair")
+    code = ("import sys; from pages import common; "
+            f"heavy = {heavy!r}; before = [m for m in heavy if m in sys.modules]; "
+            "common.preload(); t = common._preloading; common.preload(); again = common._preloading is t; "
+            "t.join(300); print(before == [], again, t.daemon, all(m in sys.modules for m in heavy), "
             "'roofseg.engine.train' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=360,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-500:]
-    assert out.stdout.split() == ["False", "True", "True", "True", "True"], out.stdout
+    assert out.stdout.split() == ["True", "True", "True", "True", "True"], out.stdout
 
 
 def test_train_help_explains_each_choice_and_where_weights_are(capsys):

@@ -69,6 +69,11 @@ def fixed_inputs(space: dict) -> dict:
                 out[f] = st.number_input(f, 1e-6, 10.0, value=d.lr, format="%.1e", key="sw_fix_lr")
             else:
                 out[f] = st.number_input(f, 1, 10000, value=getattr(d, f), key=f"sw_fix_{f}")
+        weights = ["imagenet", "none"]
+        out["encoder_weights"] = st.radio(
+            "encoder weights", weights, index=weights.index(d.encoder_weights), key="sw_fix_weights",
+            horizontal=True, help=config.WEIGHTS_HELP + ". With imagenet, Start checks that every encoder "
+                                  "the sweep may pick has its weights here (installed, cached or downloadable).")
         folds = st.number_input("folds", 0, 20, value=0, key="sw_fix_folds",
                                 help="0 = holdout; k >= 2 = k-fold (the sweep optimises the fold mean)")
         out["folds"] = int(folds)

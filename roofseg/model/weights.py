@@ -125,6 +125,27 @@ def availability_notes(encoders) -> dict[str, str]:
     return {e: AVAILABILITY[availability(e)] for e in encoders}
 
 
+def unavailable(encoders, timeout: float = 5.0, *, endpoint: str | None = None, cache_dir=None) -> dict[str, str]:
+    """{encoder: why} for each of `encoders` whose ImageNet weights cannot be had here now: none
+    exist, or they are neither installed nor cached and the hub does not answer (one probe for all,
+    bounded by `timeout`). Empty when every one would load. For checks before many runs start (a
+    sweep), where each run would otherwise fail on its own."""
+    where = {e: availability(e, cache_dir) for e in dict.fromkeys(encoders)}
+    out = {e: "smp has no ImageNet weights for it" for e, w in where.items() if w == "none"}
+    remote = [e for e, w in where.items() if w == "internet"]
+    if remote:
+        endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+        if constants.is_offline_mode():
+            problem = "HF_HUB_OFFLINE is set"
+        else:
+            repo_id, revision = _imagenet_settings(remote[0])
+            problem = _probe(hf_hub_url(repo_id, _FILES[1], revision=revision, endpoint=endpoint),
+                             endpoint, timeout)
+        if problem:
+            out.update({e: f"its ImageNet weights are neither installed nor cached, and {problem}" for e in remote})
+    return out
+
+
 def packaged_state_dict(encoder: str, path=None) -> dict[str, torch.Tensor]:
     """The packaged EfficientNet-PyTorch file for `encoder`, converted to smp's encoder keys."""
     path = Path(path or packaged_file(encoder) or "")

@@ -162,6 +162,7 @@ def create_sweep(spec: SweepSpec, runs_dir="runs", storage: str | None = None) -
     from roofseg.engine.train import preflight
     spec = replace(spec, storage=storage or spec.storage, created=time.time()).validate()
     preflight(_extreme_config(spec))
+    _check_weights(spec)
     d = sweep_dir(runs_dir, spec.name)
     d.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -181,6 +182,22 @@ def create_sweep(spec: SweepSpec, runs_dir="runs", storage: str | None = None) -
         raise
     runs.write_json(d / "sweep.json", spec.to_dict())  # last: a sweep.json always has its study
     return d
+
+
+def _check_weights(spec: SweepSpec) -> None:
+    """With ImageNet weights, every encoder the sweep may pick must have them here (installed,
+    cached, or a reachable hub): otherwise each of its trials would fail at its start, one by one."""
+    encs = spec.space.get("encoder", {}).get("choices") or [spec.base.get("encoder", RunConfig.encoder)]
+    if spec.base.get("encoder_weights", RunConfig.encoder_weights) != "imagenet":
+        return
+    from roofseg.model.weights import PACKAGED, packaged_file, unavailable
+    bad = unavailable(encs)
+    if bad:
+        offline = [e for e in PACKAGED if packaged_file(e) is not None]
+        raise SweepError(f"sweep {spec.name!r} uses ImageNet weights, but " + "; ".join(f"{e}: {why}" for e, why in bad.items())
+                         + ". Vary only encoders whose weights are installed"
+                         + (f" ({', '.join(offline)})" if offline else "")
+                         + ", or set the encoder weights to none.")
 
 
 def _remove(d: Path) -> None:

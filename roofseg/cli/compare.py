@@ -86,7 +86,7 @@ def text_lines(rep: dict, epoch: str) -> list[str]:
 
 def _details(r: dict) -> list[str]:
     from roofseg.store.compare import TEST_NAMES
-    from roofseg.store.paired import p_text
+    from roofseg.store.stats import p_text
     w = r["wins"]
     p = f" p{p_text(r['p_value'])}" if r["p_value"] is not None else ""
     test = TEST_NAMES.get(r["test"], "none")

@@ -19,7 +19,7 @@ import jinja2
 
 from roofseg import __version__
 from roofseg.report import charts, gather, pictures
-from roofseg.store import compare, paired
+from roofseg.store import compare, paired, stats
 
 TEMPLATE = "report.html"
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("roofseg.report", "templates"),
@@ -55,7 +55,7 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * float(v):.1f}%"
 
 
-_ENV.filters.update(num=_num, signed=_signed, pm=_pm, pct=_pct, p_text=paired.p_text)
+_ENV.filters.update(num=_num, signed=_signed, pm=_pm, pct=_pct, p_text=stats.p_text)
 
 
 def _comparisons(loaded: list[dict]) -> list[dict]:

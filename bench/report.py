@@ -88,7 +88,7 @@ def main() -> None:
               "import_s": import_s, "cold_s": cold, "warm_s": warm, "cli_s": cli_s, "size_mb": size_mb,
               "images": n_img, "svgs": n_svg, "target_s": 10, "target": verdict}
     lines = [f"write_report on a {summary.get('folds')}-fold run of {what}: {n_val} out-of-fold images, "
-             f"{n_img} inline PNGs, {n_svg} inline SVG charts, {size_mb:.1f} MB file", "",
+             f"{n_img} inline pictures (PNG/JPEG), {n_svg} inline SVG charts, {size_mb:.1f} MB file", "",
              "| step | seconds |", "|---|---|",
              f"| `import roofseg.report` (altair, jinja2, pandas, scipy) | {import_s:.2f} |",
              f"| write_report, first call (template compiled, vl-convert started) | {cold:.2f} |",

@@ -1,4 +1,4 @@
-"""Pictures for the report as inline PNG data: URIs: each validation image with its ground truth
+"""Pictures for the report as inline data: URIs (PNG or JPEG): each validation image with its ground truth
 and the run's out-of-fold prediction coloured TP/FP/FN, and the unlabeled images with the predicted
 roof drawn over them.
 
@@ -21,17 +21,28 @@ from roofseg.data import overlay
 MAX_SIDE = 320      # pictures are shrunk to this longest side: a 25-image run stays a few MB
 MAX_IMAGES = 100    # validation images shown per run (worst first); the rest are counted, not drawn
 ALPHA = 0.5
+JPEG_QUALITY = 90
 
 
 def data_uri(rgb: np.ndarray) -> str:
-    """(H, W, 3) uint8 -> 'data:image/png;base64,...', shrunk to MAX_SIDE (box filter: a shrunk
-    overlay keeps its colours' proportions)."""
+    """(H, W, 3) uint8 -> a data: URI, shrunk to MAX_SIDE (box filter: a shrunk overlay keeps its
+    colours' proportions).
+
+    Flat pictures (masks, at most 256 colours) stay lossless palette PNGs. Photographs and
+    overlays on them become JPEG at quality JPEG_QUALITY: as PNG a 25-image report weighed 12 MB,
+    too heavy to mail; the TP/FP/FN colours stay distinct at this quality (BENCHMARKS.md 6.1).
+    """
     im = Image.fromarray(np.ascontiguousarray(rgb))
     if max(im.size) > MAX_SIDE:
         im.thumbnail((MAX_SIDE, MAX_SIDE), Image.BOX)
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=6)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    if im.getcolors(256) is not None:  # None: more than 256 colours
+        im.convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(buf, format="PNG", optimize=True)
+        kind = "png"
+    else:
+        im.save(buf, format="JPEG", quality=JPEG_QUALITY)
+        kind = "jpeg"
+    return f"data:image/{kind};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class Dataset:

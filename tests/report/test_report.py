@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import tiny_config
@@ -53,10 +54,38 @@ def assert_self_contained(html: str) -> None:
     assert not remote, f"remote src/href: {remote[:3]}"
     assert not re.search(r"https?://", " ".join(links), re.I)
     imgs = re.findall(r"""<img\b[^>]*\bsrc\s*=\s*["']([^"']*)""", html, re.I)
-    assert imgs and all(u.startswith("data:image/png;base64,") for u in imgs)
+    assert imgs and all(re.match(r"data:image/(png|jpeg);base64,", u) for u in imgs)
     assert re.search(r"<svg\b", html), "no inline SVG chart"
     # nothing else that could fetch: stylesheets, scripts, fonts or CSS imports from elsewhere
     assert not re.search(r"<link\b|<script\b|@import|url\(\s*['\"]?(https?:)?//", html, re.I)
+
+
+def test_flat_pictures_stay_lossless_and_photos_shrink():
+    """A mask-like picture decodes back to its exact pixels; a photo-like one is a JPEG well under
+    its PNG size, and the TP/FP/FN colours of an overlay survive it."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from roofseg.report.pictures import data_uri
+
+    def decode(uri):
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+    flat = np.zeros((64, 64, 3), np.uint8)
+    flat[10:30, 5:50] = (255, 0, 0)
+    flat[40:60, 20:40] = (0, 200, 255)
+    uri = data_uri(flat)
+    assert uri.startswith("data:image/png;") and np.array_equal(decode(uri), flat)
+    rng = np.random.default_rng(0)
+    photo = np.clip(rng.normal(128, 40, (256, 256, 3)).cumsum(1) / 16 % 256, 0, 255).astype(np.uint8)
+    photo[100:150, 100:150] = (0, 200, 0)  # a true-positive patch
+    uri = data_uri(photo)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="PNG", compress_level=6)
+    assert uri.startswith("data:image/jpeg;") and len(base64.b64decode(uri.split(",", 1)[1])) < buf.tell() / 2
+    patch = decode(uri)[110:140, 110:140].reshape(-1, 3).astype(int)
+    assert np.abs(patch - (0, 200, 0)).max() < 40
 
 
 def headings(html: str) -> list[str]:

@@ -142,6 +142,19 @@ def reference_epoch_s(dataset, epochs: int = 3, threads: int = 2) -> dict:
     return {"median_s": med(times), "epochs_s": times, "images": len(x), "threads": threads}
 
 
+def train_run(cfg, runs_dir, what: str) -> tuple[Path, float]:
+    """Create and train one run in this process, as `python -m roofseg train` does; returns
+    (run folder, seconds). Exits naming `what` and the run's log if training fails."""
+    from roofseg.exec import worker
+    from roofseg.store import runs
+    d = runs.create_run(cfg, runs_dir)
+    t = time.perf_counter()
+    st = worker.execute(d, wait_for_slot=False)
+    if st["state"] != "done":
+        raise SystemExit(f"training {what} failed: {st.get('error')} (see {d / 'log.txt'})")
+    return d, time.perf_counter() - t
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux ru_maxrss is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

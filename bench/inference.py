@@ -29,7 +29,6 @@ import torch
 from roofseg.data import dataset as data
 from roofseg.engine import predict
 from roofseg.store import runs
-from roofseg.exec import worker
 from roofseg.config import RunConfig
 
 NAME = "inference"
@@ -61,12 +60,7 @@ def train_tiny(dataset: Path, folds: int, runs_dir: Path) -> tuple[Path, float]:
     # how well it learnt
     cfg = RunConfig(data=str(dataset), encoder_weights="none", epochs=1, folds=folds,
                     augment="none", name="bench inference (1 epoch)").validate()
-    d = runs.create_run(cfg, runs_dir)
-    t = time.perf_counter()
-    st = worker.execute(d, wait_for_slot=False)
-    if st["state"] != "done":
-        raise SystemExit(f"training the tiny run failed: {st.get('error')} (see {d / 'log.txt'})")
-    return d, time.perf_counter() - t
+    return _common.train_run(cfg, runs_dir, "the tiny run")
 
 
 def main() -> None:

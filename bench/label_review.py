@@ -27,7 +27,6 @@ from _common import parser, report
 from roofseg.config import RunConfig
 from roofseg.data import dataset as data
 from roofseg.data.demo import make_demo
-from roofseg.exec import worker
 from roofseg.store import review, runs
 
 NAME = "label_review"
@@ -91,13 +90,8 @@ def train(dataset: Path, runs_dir: Path, name: str, args) -> tuple[Path, float]:
             return d, float((runs.read_json(d / "summary.json", {}) or {}).get("minutes", 0)) * 60
     cfg = RunConfig(data=str(dataset), folds=args.folds, encoder=args.encoder, encoder_weights=args.weights,
                     epochs=args.epochs, num_threads=args.threads, name=name).validate()
-    d = runs.create_run(cfg, runs_dir)
-    t = time.perf_counter()
-    print(f"training {name}: {d}", flush=True)
-    st = worker.execute(d, wait_for_slot=False)
-    if st["state"] != "done":
-        raise SystemExit(f"training {name} failed: {st.get('error')} (see {d / 'log.txt'})")
-    return d, time.perf_counter() - t
+    print(f"training {name} in {runs_dir}", flush=True)
+    return _common.train_run(cfg, runs_dir, name)
 
 
 def main() -> None:

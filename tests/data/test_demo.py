@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from roofseg.data.demo import MARKER, ensure_demo, make_demo, render_scene
+from roofseg.data.demo import MARKER, ensure_demo, make_demo
+from roofseg.data.scene import render_scene
 
 
 def _digests(folder):

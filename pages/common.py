@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from roofseg.data.demo import ensure_demo
+
+if TYPE_CHECKING:  # annotations only: altair loads where a chart is drawn
+    import altair as alt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,7 +136,7 @@ def zoomable(chart, encodings=("x",)):
                                                    zoom=ZOOM_GESTURE))
 
 
-def epoch_x(field: str, title: str, epochs) -> "alt.X":
+def epoch_x(field: str, title: str, epochs) -> alt.X:
     """An x encoding for epochs (whole numbers, 1-based).
 
     Ticks are integers ("1", never "1.000000" while one epoch is logged) and the axis spans exactly

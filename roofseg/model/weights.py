@@ -58,20 +58,16 @@ def imagenet_state_dict(
         return _load_safetensors(path, what)
     except LocalEntryNotFoundError:
         pass
-    hint = _offline_hint(encoder)
-    if constants.is_offline_mode():
-        raise WeightsUnavailable(f"{what} are not in the local cache and HF_HUB_OFFLINE is set. {hint}")
-    url = hf_hub_url(repo_id, _FILES[1], revision=revision, endpoint=endpoint)
-    problem = _probe(url, endpoint, timeout)
+    problem = _hub_problem(repo_id, revision, endpoint, timeout)
     if problem:
-        raise WeightsUnavailable(f"{what} are not in the local cache and {problem}. {hint}")
+        raise WeightsUnavailable(f"{what} are not in the local cache and {problem}. {_offline_hint(encoder)}")
     try:
         for filename in _FILES:
             path = hf_hub_download(
                 repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint, etag_timeout=timeout
             )
     except Exception as e:  # the network can still fail after the probe; never show a traceback
-        raise WeightsUnavailable(f"Downloading {what} from {endpoint} failed: {_first_line(e)}. {hint}") from None
+        raise WeightsUnavailable(f"Downloading {what} from {endpoint} failed: {_first_line(e)}. {_offline_hint(encoder)}") from None
     return _load_safetensors(path, what)
 
 
@@ -134,13 +130,7 @@ def unavailable(encoders, timeout: float = 5.0, *, endpoint: str | None = None, 
     out = {e: "smp has no ImageNet weights for it" for e, w in where.items() if w == "none"}
     remote = [e for e, w in where.items() if w == "internet"]
     if remote:
-        endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
-        if constants.is_offline_mode():
-            problem = "HF_HUB_OFFLINE is set"
-        else:
-            repo_id, revision = _imagenet_settings(remote[0])
-            problem = _probe(hf_hub_url(repo_id, _FILES[1], revision=revision, endpoint=endpoint),
-                             endpoint, timeout)
+        problem = _hub_problem(*_imagenet_settings(remote[0]), (endpoint or constants.ENDPOINT).rstrip("/"), timeout)
         if problem:
             out.update({e: f"its ImageNet weights are neither installed nor cached, and {problem}" for e in remote})
     return out
@@ -207,6 +197,14 @@ def _imagenet_settings(encoder: str) -> tuple[str, str]:
             "Choose encoder weights 'none' or pass a local weights file."
         )
     return settings["imagenet"]["repo_id"], settings["imagenet"]["revision"]
+
+
+def _hub_problem(repo_id: str, revision: str, endpoint: str, timeout: float) -> str | None:
+    """Why the hub cannot serve this repo's weights file now (HF_HUB_OFFLINE, unreachable, an
+    HTTP error), or None when it can."""
+    if constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    return _probe(hf_hub_url(repo_id, _FILES[1], revision=revision, endpoint=endpoint), endpoint, timeout)
 
 
 def _probe(url: str, endpoint: str, timeout: float) -> str | None:

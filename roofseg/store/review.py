@@ -287,10 +287,10 @@ def review(run_dir, dataset=None) -> dict:
     src = _source(run_dir, dataset)
     threshold = float(src["cfg"].get("threshold", 0.5))
     # two passes, so a large dataset never holds all its maps at once: thresholds, then scores
-    t = class_thresholds(_pair(run_dir, src, r["name"]) for r in src["rows"])
+    pairs = [_pair(run_dir, src, r["name"]) for r in src["rows"]]  # read once: thresholds, then scores
+    t = class_thresholds(pairs)
     out = []
-    for r in src["rows"]:
-        label, prob, valid = _pair(run_dir, src, r["name"])
+    for r, (label, prob, valid) in zip(src["rows"], pairs):
         row = score_image(label, prob, t, threshold, valid)
         out.append({"name": r["name"], "fold": r.get("fold"), **row})
     limit = flag_limit([1.0 - r["score"] for r in out])

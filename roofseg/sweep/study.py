@@ -187,9 +187,9 @@ def create_sweep(spec: SweepSpec, runs_dir="runs", storage: str | None = None) -
 def _check_weights(spec: SweepSpec) -> None:
     """With ImageNet weights, every encoder the sweep may pick must have them here (installed,
     cached, or a reachable hub): otherwise each of its trials would fail at its start, one by one."""
-    encs = spec.space.get("encoder", {}).get("choices") or [spec.base.get("encoder", RunConfig.encoder)]
     if spec.base.get("encoder_weights", RunConfig.encoder_weights) != "imagenet":
         return
+    encs = spec.space.get("encoder", {}).get("choices") or [spec.base.get("encoder", RunConfig.encoder)]
     from roofseg.model.weights import PACKAGED, packaged_file, unavailable
     bad = unavailable(encs)
     if bad:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import roofseg.model  # noqa: F401  (the torchvision guard runs before timm/smp import)
-from roofseg.config import RunConfig
+from fakes import tiny_config
 
 SHARED_DIDA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dida"
 
@@ -31,13 +31,6 @@ def demo_copy(demo64, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(demo64, dst)
     return dst
-
-
-def tiny_config(data: Path, **kw) -> RunConfig:
-    base = dict(data=str(data), arch="Unet", encoder="resnet18", encoder_weights="none", epochs=2, batch_size=4, lr=1e-3,
-                augment="light", seed=0, num_threads=1)
-    base.update(kw)
-    return RunConfig(**base).validate()
 
 
 @pytest.fixture

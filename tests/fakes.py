@@ -16,11 +16,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import tiny_config
 from roofseg.config import RunConfig
 from roofseg.engine import predict
 from roofseg.model import checkpoint
 from roofseg.store import runs
+
+
+def tiny_config(data: Path, **kw) -> RunConfig:
+    """A 2-epoch Unet-resnet18 from scratch on one thread: the smallest real run, for any test."""
+    base = dict(data=str(data), arch="Unet", encoder="resnet18", encoder_weights="none", epochs=2, batch_size=4, lr=1e-3,
+                augment="light", seed=0, num_threads=1)
+    base.update(kw)
+    return RunConfig(**base).validate()
 
 
 ROW_KEYS = {"fold", "epoch", "train_loss", "val_loss", "val_dice", "val_iou", "val_precision",

@@ -9,7 +9,7 @@ import pytest
 from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
-from conftest import tiny_config
+from fakes import tiny_config
 from fakes import make_kfold_run, seed_run, A_FOLDS, fake_run, images_a
 from roofseg.store import compare
 from roofseg.store import paired

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import tiny_config
+from fakes import tiny_config
 from fakes import make_zip, truncate, huge_png
 from roofseg.data import fetch
 from roofseg.store import runs

@@ -5,29 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import tiny_config
+from fakes import tiny_config
 from roofseg.sweep import study as sweep
 from roofseg.sweep.study import SweepSpec
 from roofseg.sweep.worker import run_worker
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "sweeps.py")
-
-
-@pytest.fixture
-def runs_dir(tmp_path) -> Path:
-    return tmp_path / "runs"
-
-
-@pytest.fixture
-def env(demo64, runs_dir, monkeypatch):
-    monkeypatch.setenv("ROOFSEG_DATA", str(demo64))
-    monkeypatch.setenv("ROOFSEG_RUNS_DIR", str(runs_dir))
-    yield
-    for name in sweep.list_sweeps(runs_dir):  # a failed test must not leave workers training
-        sweep.cancel_sweep(name, runs_dir, grace=2.0)
 
 
 def charts(at) -> list:

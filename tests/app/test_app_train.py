@@ -13,27 +13,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from roofseg.exec import control
 from roofseg.store import runs
 from roofseg.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "pages" / "train.py")
-
-
-@pytest.fixture
-def runs_dir(tmp_path) -> Path:
-    return tmp_path / "runs"
-
-
-@pytest.fixture
-def env(demo64, runs_dir, monkeypatch):
-    monkeypatch.setenv("ROOFSEG_DATA", str(demo64))
-    monkeypatch.setenv("ROOFSEG_RUNS_DIR", str(runs_dir))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # workers inherit it: tiny models, busy CI cores
-    yield
-    for d in runs.list_runs(runs_dir):  # a failed test must not leave a worker training
-        control.cancel(d, grace=1.0)
 
 
 @pytest.fixture

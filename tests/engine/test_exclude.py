@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import tiny_config
+from fakes import tiny_config
 from roofseg.config import ConfigError, RunConfig
 from roofseg.data import dataset as data
 from roofseg.engine import train

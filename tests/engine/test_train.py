@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from fakes import tiny_config
 from fakes import check_run_folder, stems
 from roofseg.data import dataset as data
 from roofseg.engine import predict

@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config
+from fakes import tiny_config
 from fakes import fake_finished_run, truncate, huge_png
 from roofseg.cli import main as cli
 from roofseg.data import dataset as data

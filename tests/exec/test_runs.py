@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from conftest import tiny_config
+from fakes import tiny_config
 from roofseg.exec import control
 from roofseg.store import results
 from roofseg.model import checkpoint

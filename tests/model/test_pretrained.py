@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config
+from fakes import tiny_config
 from roofseg.config import ConfigError, RunConfig
 from roofseg.engine import predict, train
 from roofseg.exec import worker

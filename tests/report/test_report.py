@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from fakes import tiny_config
 from roofseg.cli.main import main
 from roofseg.report import ReportError, write_report
 from roofseg.store import runs

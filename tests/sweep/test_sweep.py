@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
+from fakes import tiny_config
 from roofseg.store import runs
 from roofseg.sweep import study as sweep
 from roofseg.sweep import report as sweep_report

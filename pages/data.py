@@ -252,7 +252,7 @@ def show_review(path: Path) -> None:
     if st.button(f"Train without these {len(names)} label(s)", key="review_exclude",
                  help="Opens Train with the run's recipe and these images left out (config field "
                       "`exclude`, recorded in the new run's config and summary). Your files are not touched."):
-        cfg = runs.read_json(run_dir / "config.json", {}) or {}
+        cfg = runs.saved_config(run_dir)
         st.session_state["train_prefill"] = {**cfg, "exclude": ",".join(names), "name": "", "seed": cfg.get("seed", 0)}
         st.switch_page("pages/train.py")
     st.markdown(_swatches(overlay.review_legend()), unsafe_allow_html=True)

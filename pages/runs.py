@@ -88,7 +88,7 @@ def runs_page() -> None:
         st.switch_page("pages/compare.py")
     if b.button("Clone config into Train", disabled=len(selected) != 1, help="needs exactly one run",
                 width="stretch"):
-        st.session_state["train_prefill"] = runs.read_json(runs.resolve(rdir, selected[0]) / "config.json", {})
+        st.session_state["train_prefill"] = runs.saved_config(runs.resolve(rdir, selected[0]))
         st.switch_page("pages/train.py")
     if c.button("Delete selected", disabled=not selected, width="stretch"):
         st.session_state["runs_pending_delete"] = selected

@@ -101,8 +101,11 @@ def form_inputs(base: dict) -> dict:
         out["freeze_encoder_epochs"] = st.number_input("Freeze encoder for epochs", 0, 10000,
                                                        key="tr_freeze_encoder_epochs",
                                                        help=config.about("freeze_encoder_epochs"))
+        scratch = weights == "none" and not base.get("init_from")
         out["freeze_bn"] = st.checkbox("Freeze encoder BatchNorm statistics", key="tr_freeze_bn",
-                                       help=config.about("freeze_bn"))
+                                       disabled=scratch, help=config.about("freeze_bn"))
+        if scratch:
+            st.caption("No pretrained statistics to freeze with encoder weights `none`: they are learned.")
         out["keep"] = st.radio("Weights kept per fold", config.KEEP, key="tr_keep", horizontal=True,
                                help=_about("keep"))
         out["tta"] = st.checkbox("Test-time augmentation (8 flips/rotations)", key="tr_tta",

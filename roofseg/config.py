@@ -84,6 +84,14 @@ class ConfigError(ValueError):
     """A config value is out of range or unknown; the message names the field and the problem."""
 
 
+# What runs saved before a field existed did, where today's default differs: they normalised with
+# ImageNet statistics for every encoder, let BatchNorm statistics move, and kept the best epoch.
+# A run read back (RunConfig.from_saved, store.runs.saved_config) is filled in with these, so it
+# predicts and clones as it trained.
+SAVED_DEFAULTS = {"norm_mean": _fmt(IMAGENET_STATS[0]), "norm_std": _fmt(IMAGENET_STATS[1]),
+                  "freeze_bn": False, "keep": "best"}
+
+
 @dataclass
 class RunConfig:
     # The defaults are the best recipe measured on DIDA (5-fold, BENCHMARKS.md "Quality"): FPN with
@@ -108,7 +116,7 @@ class RunConfig:
     # fine-tuning
     encoder_lr_mult: float = 1.0      # encoder lr = lr x this (e.g. 0.1: move pretrained features gently)
     freeze_encoder_epochs: int = 0    # train only the decoder for the first N epochs, encoder fixed
-    freeze_bn: bool = False           # keep the encoder's BatchNorm statistics fixed (batches of 2 give noisy ones)
+    freeze_bn: bool = True            # keep a pretrained encoder's BatchNorm statistics fixed (batches of 2 give noisy ones)
     # optimisation
     loss: str = "bce_dice"            # loss on logits (smp.losses): bce, dice, ..., bce_dice
     optimizer: str = "adamw"          # adam | adamw | sgd | rmsprop | adagrad | nadam | radam
@@ -153,13 +161,15 @@ class RunConfig:
 
     @classmethod
     def from_saved(cls, d: dict, source: str = "config") -> "RunConfig":
-        """A config read back from a run folder or checkpoint. Runs saved before the normalisation
-        was recorded used ImageNet statistics for every encoder: fill those in, so old runs
-        predict exactly as they did."""
-        d = dict(d)
-        for key, stats in zip(("norm_mean", "norm_std"), IMAGENET_STATS):
-            d.setdefault(key, _fmt(stats))
-        return cls.from_dict(d, source)
+        """A config read back from a run folder or checkpoint, with the fields older runs did not
+        record filled in as those runs trained (SAVED_DEFAULTS), so they predict exactly as they did."""
+        return cls.from_dict({**SAVED_DEFAULTS, **d}, source)
+
+    def freezes_bn(self) -> bool:
+        """Whether training keeps the encoder's BatchNorm statistics fixed: freeze_bn, and statistics
+        worth keeping, loaded from encoder weights or an earlier run. A random encoder's are not
+        (mean 0, variance 1), so from scratch they are learned whatever freeze_bn says."""
+        return self.freeze_bn and (self.encoder_weights != "none" or bool(self.init_from))
 
     def resolved(self) -> "RunConfig":
         """This config with the encoder's normalisation written out (what a run records)."""

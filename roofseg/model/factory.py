@@ -60,6 +60,9 @@ def build_model(cfg: RunConfig, log=print) -> torch.nn.Module:
             model.encoder.set_in_channels(cfg.in_channels, pretrained=True)
     if cfg.init_from:
         init_from_run(model, cfg, log)
+    if cfg.freeze_bn and not cfg.freezes_bn():
+        log("freeze_bn: not applied: the encoder starts from random weights, so its BatchNorm "
+            "statistics are learned (nothing pretrained to keep)")
     return model
 
 
@@ -93,14 +96,15 @@ def param_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
 def set_train_mode(model: torch.nn.Module, cfg: RunConfig, epoch: int) -> None:
     """model.train(), then what the fine-tuning fields ask for this epoch (1-based):
     freeze_encoder_epochs fixes the encoder's weights and BatchNorm statistics; freeze_bn keeps the
-    encoder's BatchNorm statistics (running mean/var) as loaded, while still training its weights."""
+    encoder's BatchNorm statistics (running mean/var) as loaded, while still training its weights
+    (only when some were loaded: RunConfig.freezes_bn)."""
     model.train()
     frozen = epoch <= cfg.freeze_encoder_epochs
     for p in model.encoder.parameters():
         p.requires_grad_(not frozen)
     if frozen:
         model.encoder.eval()
-    elif cfg.freeze_bn:
+    elif cfg.freezes_bn():
         for m in model.encoder.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()

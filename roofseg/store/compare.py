@@ -46,8 +46,9 @@ def cache_paths(run_dirs) -> list[Path]:
 
 
 def _config(run_dir: Path) -> dict:
-    """config.json over the defaults, so a field added after the run was made still compares."""
-    return {**RunConfig().to_dict(), **(runs.read_json(run_dir / "config.json", {}) or {})}
+    """config.json over the defaults, so a field added after the run was made still compares (as
+    the run trained: runs.saved_config)."""
+    return {**RunConfig().to_dict(), **runs.saved_config(run_dir)}
 
 
 def labels(run_dirs) -> list[str]:

@@ -21,7 +21,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from roofseg.config import RunConfig
+from roofseg.config import SAVED_DEFAULTS, RunConfig
 from roofseg.store import pids
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -55,6 +55,13 @@ def read_json(path, default=None):
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return default
+
+
+def saved_config(run_dir) -> dict:
+    """A run's config.json as a dict, with the fields older runs did not record filled in as those
+    runs trained (config.SAVED_DEFAULTS): what a clone of the run starts from. {} when unreadable."""
+    d = read_json(Path(run_dir) / "config.json", {})
+    return {**SAVED_DEFAULTS, **d} if isinstance(d, dict) and d else {}
 
 
 def read_json_strict(run_id: str, path: Path, required: bool):

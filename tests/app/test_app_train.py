@@ -79,6 +79,14 @@ def test_each_encoder_says_whether_its_imagenet_weights_are_here(at):
     assert not any("need the internet" in w.value for w in at.sidebar.warning)
 
 
+def test_frozen_batchnorm_is_on_with_imagenet_weights_and_greyed_out_without(at):
+    box = at.checkbox(key="tr_freeze_bn")
+    assert at.radio(key="tr_weights").value == "imagenet" and box.value and not box.disabled
+    at.radio(key="tr_weights").set_value("none").run()
+    assert at.checkbox(key="tr_freeze_bn").disabled
+    assert any("No pretrained statistics to freeze" in c.value for c in at.caption)
+
+
 def test_start_launches_a_run_that_finishes_and_shows_its_metrics(at, runs_dir, demo64):
     at.radio(key="tr_weights").set_value("none").run()  # resnet18's ImageNet weights need the internet
     fill(at, arch="Unet", encoder="resnet18", epochs=2, batch_size=4, name="smoke")

@@ -186,9 +186,6 @@ def test_compat_table_subset():
 # ---------------------------------------------------------------------------------------------
 # weights
 def test_local_encoder_weights_file_is_loaded(tmp_path):
-    weights = pytest.importorskip("roofseg.model.weights", reason="roofseg.model.weights not written yet")
-    if not hasattr(weights, "local_state_dict"):
-        pytest.skip("roofseg.model.weights.local_state_dict not there yet")
     import torchvision
     torch.manual_seed(1)
     sd = torchvision.models.resnet18(weights=None).state_dict()

@@ -50,14 +50,15 @@ def _torch():
 
 # --- architectures: smp.create_model builds each by name ---------------------------------------
 _UNET = ("U-Net: an encoder-decoder with skip connections at every scale, so fine roof edges survive. "
-         "The safe default for small data.")
+         "roofseg's default: with the pretrained Lite0 encoder it beat FPN on DIDA by +0.023 and +0.022 "
+         "last-epoch Dice on two seeds (BENCHMARKS.md 6.3).")
 ARCHS = Registry("architecture", [
     Choice("Unet", _UNET),
     Choice("UnetPlusPlus", "U-Net with nested, densely connected skips. More decoder parameters and "
            "slower epochs than Unet; on 24 images the extra capacity rarely pays."),
     Choice("FPN", "Feature Pyramid Network: predicts from merged multi-scale features at 1/4 resolution, "
-           "then upsamples. A light decoder that trains fast; roofseg's default (best from-scratch "
-           "recipe on DIDA, and the pretrained one)."),
+           "then upsamples. A light decoder that trains fast: the best from-scratch recipe on DIDA "
+           "(BENCHMARKS.md 5), but with a pretrained encoder its coarse output lost to Unet's (6.3)."),
     Choice("PSPNet", "Pyramid pooling over a coarse feature map: strong global context, blurry edges. "
            "Roofs are local shapes, so it tends to lose detail here."),
     Choice("DeepLabV3", "Atrous (dilated) convolutions keep resolution in the encoder; output at 1/8 scale. "

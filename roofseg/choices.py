@@ -214,6 +214,6 @@ ABOUT = {
     "freeze_bn": "Keeps a pretrained encoder's BatchNorm statistics as loaded. With batches of 2, per-batch "
                  "statistics are noisy; frozen ones keep pretrained features calibrated. Measured on DIDA with "
                  "ImageNet weights, on two seeds: 0.831 and 0.827 last-epoch Dice against 0.817 and 0.811 "
-                 "without (+0.015 on both; BENCHMARKS.md 6.3), hence on by default. With encoder weights "
+                 "without (+0.014 and +0.016; BENCHMARKS.md 6.3), hence on by default. With encoder weights "
                  "`none` (and no earlier run to start from) there is nothing to keep, and it is not applied.",
 }

@@ -9,8 +9,7 @@ import pytest
 from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
-from fakes import tiny_config
-from fakes import make_kfold_run, seed_run, A_FOLDS, fake_run, images_a
+from fakes import make_kfold_run, seed_run, A_FOLDS, fake_run, images_a, tiny_config
 from roofseg.store import compare
 from roofseg.store import paired
 from roofseg.store import runs

@@ -17,8 +17,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from fakes import tiny_config
-from fakes import make_zip, truncate, huge_png
+from fakes import make_zip, truncate, huge_png, tiny_config
 from roofseg.data import fetch
 from roofseg.store import runs
 from roofseg.config import RunConfig

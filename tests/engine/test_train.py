@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fakes import tiny_config
-from fakes import check_run_folder, stems
+from fakes import check_run_folder, stems, tiny_config
 from roofseg.data import dataset as data
 from roofseg.engine import predict
 from roofseg.model import checkpoint

@@ -26,8 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fakes import tiny_config
-from fakes import fake_finished_run, truncate, huge_png
+from fakes import fake_finished_run, truncate, huge_png, tiny_config
 from roofseg.cli import main as cli
 from roofseg.data import dataset as data
 from roofseg.engine import predict

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fakes import tiny_config
-from fakes import make_kfold_run, seed_run, A_FOLDS, fake_run, images_a
+from fakes import make_kfold_run, seed_run, A_FOLDS, fake_run, images_a, tiny_config
 from roofseg.store import compare
 from roofseg.store import results
 from roofseg.store import runs
